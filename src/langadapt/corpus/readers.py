@@ -1,0 +1,141 @@
+"""Streaming corpus readers shared by every stage.
+
+Formats: ``.txt`` (a blank line separates documents), ``.jsonl`` / ``.jsonl.gz`` (one JSON object a line,
+the text in ``text_field``), ``.parquet`` (read in record batches), and a ``datasets`` folder saved with
+``save_to_disk`` (memory-mapped Arrow). Every reader yields one document at a time, so a 10 GB corpus
+never sits in memory. A bad file is a :class:`UserError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from langadapt.errors import UserError
+
+SUPPORTED = ".txt, .jsonl, .jsonl.gz, .parquet, or a datasets folder saved with save_to_disk"
+
+
+def iter_documents(
+    paths: Iterable[str | Path], text_field: str = "text", max_docs: int | None = None
+) -> Iterator[str]:
+    """Yield the non-empty documents of every file in order (``max_docs`` in total at most)."""
+    count = 0
+    for path in paths:
+        for doc in _iter_one(Path(path), text_field):
+            if not doc.strip():
+                continue
+            yield doc
+            count += 1
+            if max_docs is not None and count >= max_docs:
+                return
+
+
+def check_corpus(paths: Iterable[str | Path], text_field: str = "text") -> list[Path]:
+    """Fail early, naming the file, when a corpus is missing, unreadable or holds no text."""
+    checked = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError("corpus file not found", path)
+        if next(iter_documents([path], text_field), None) is None:
+            raise UserError("corpus holds no text", path)
+        checked.append(path)
+    if not checked:
+        raise UserError("no corpus file given")
+    return checked
+
+
+def _iter_one(path: Path, text_field: str) -> Iterator[str]:
+    if not path.exists():
+        raise UserError("corpus file not found", path)
+    name = path.name.lower()
+    try:
+        if path.is_dir():
+            yield from _iter_saved_dataset(path, text_field)
+        elif name.endswith(".jsonl.gz") or name.endswith(".json.gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                yield from _iter_jsonl(fh, path, text_field)
+        elif name.endswith(".jsonl") or name.endswith(".json"):
+            with open(path, encoding="utf-8") as fh:
+                yield from _iter_jsonl(fh, path, text_field)
+        elif name.endswith(".parquet"):
+            yield from _iter_parquet(path, text_field)
+        elif name.endswith(".txt") or "." not in name:
+            with open(path, encoding="utf-8") as fh:
+                _reject_binary(fh, path)
+                yield from _iter_txt(fh)
+        else:
+            raise UserError(f"unsupported corpus format (use {SUPPORTED})", path)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", path) from exc
+    except (gzip.BadGzipFile, EOFError, OSError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(f"cannot read: {exc}", path) from exc
+
+
+def _reject_binary(fh: io.TextIOBase, path: Path) -> None:
+    head = fh.read(4096)
+    if "\x00" in head:
+        raise UserError("binary file, not text", path)
+    fh.seek(0)
+
+
+def _iter_txt(fh: io.TextIOBase) -> Iterator[str]:
+    lines: list[str] = []
+    for line in fh:
+        if line.strip():
+            lines.append(line.rstrip("\n"))
+        elif lines:
+            yield "\n".join(lines)
+            lines = []
+    if lines:
+        yield "\n".join(lines)
+
+
+def _iter_jsonl(fh: io.TextIOBase, path: Path, text_field: str) -> Iterator[str]:
+    for lineno, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        if "\x00" in line:
+            raise UserError("binary file, not JSON lines", path)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"line {lineno} is not JSON ({exc.msg})", path) from exc
+        if not isinstance(record, dict) or text_field not in record:
+            raise UserError(f"line {lineno} has no field {text_field!r} (set --text-field)", path)
+        text = record[text_field]
+        if not isinstance(text, str):
+            raise UserError(f"line {lineno}: field {text_field!r} is not a string", path)
+        yield text
+
+
+def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        pfile = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own error types for non-parquet files
+        raise UserError(f"not a parquet file ({exc})", path) from exc
+    if text_field not in pfile.schema_arrow.names:
+        raise UserError(f"parquet file has no column {text_field!r} (set --text-field)", path)
+    for batch in pfile.iter_batches(batch_size=1024, columns=[text_field]):
+        yield from (t for t in batch.column(0).to_pylist() if isinstance(t, str))
+
+
+def _iter_saved_dataset(path: Path, text_field: str) -> Iterator[str]:
+    if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        raise UserError(f"folder is not a saved datasets folder (use {SUPPORTED})", path)
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(path))  # memory-mapped: rows are read lazily
+    if hasattr(ds, "keys"):  # a DatasetDict: the train split, else the first
+        ds = ds["train"] if "train" in ds else ds[next(iter(ds.keys()))]
+    if text_field not in ds.column_names:
+        raise UserError(f"dataset has no column {text_field!r} (set --text-field)", path)
+    for start in range(0, len(ds), 1024):
+        yield from ds[start : start + 1024][text_field]

@@ -1,0 +1,20 @@
+"""The one exception type that means "the user gave us bad input".
+
+The CLI turns it into a single line on stderr and exit code 2; anything else is a bug and keeps its
+traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class UserError(Exception):
+    """Bad input from the user: a missing file, a wrong flag, a model that does not fit.
+
+    ``path`` (when known) is put in front of the message so the line names the file at fault.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
