@@ -1,0 +1,33 @@
+"""Atomic outputs: a failed stage leaves nothing behind; an existing output is a user error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from langadapt.errors import UserError
+from langadapt.runs import atomic_output_dir, is_done, mark_done, write_stage_json
+
+
+def test_failure_leaves_no_output(tmp_path):
+    out = tmp_path / "stage"
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(out) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            raise RuntimeError("crash mid-stage")
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_success_renames_and_records(tmp_path):
+    out = tmp_path / "stage"
+    with atomic_output_dir(out) as tmp:
+        write_stage_json(tmp, "demo", {"a": 1}, 1.23456, figure=3)
+        mark_done(tmp)
+    record = json.loads((out / "stage.json").read_text())
+    assert record["config"] == {"a": 1} and record["figure"] == 3 and "langadapt_version" in record
+    assert is_done(out)
+    with pytest.raises(UserError, match="already exists"):
+        with atomic_output_dir(out):
+            pass
