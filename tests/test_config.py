@@ -56,15 +56,13 @@ def every_config_class():
 
 @pytest.mark.parametrize("cls", sorted(set(every_config_class()), key=lambda c: c.__name__))
 def test_every_field_has_a_docstring(cls):
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
-    documented = {
-        node.target.id
-        for node, nxt in zip(body, body[1:])
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-    }
+    documented = C.field_docs(cls)
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in documented]
     assert not missing, f"{cls.__name__}: fields without a docstring: {missing}"
+
+
+def test_docs_recipe_reference_is_in_sync():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
+    assert docs.read_text() == C.recipe_reference(), "run: python -m langadapt.config > docs/recipes.md"

@@ -34,7 +34,7 @@ for _name, _sub in [("tokenizer", tokenizer_app), ("embeddings", embeddings_app)
 
 # Options that take several values after one flag (``--corpus a.txt b.txt``); click has no nargs=-1
 # for options, so main() rewrites them into repeated flags before click parses the line.
-MULTI_VALUE_OPTIONS = {"--corpus", "--english-corpus", "--english-heldout", "--model", "--target",
+MULTI_VALUE_OPTIONS = {"--corpus", "--english-corpus", "--english-heldout", "--target-heldout", "--model", "--target",
                        "--english", "--input", "--eval-target", "--eval-english", "--kl-corpus"}  # fmt: skip
 
 Files = Annotated[list[Path], typer.Option(help="One or more corpus files (txt, jsonl[.gz], parquet, datasets folder).")]
@@ -114,6 +114,7 @@ def tokenizer_extend(
     out: OutDir,
     english_corpus: OptFiles = None,
     english_heldout: OptFiles = None,
+    target_heldout: OptFiles = None,
     min_frequency: Annotated[int, typer.Option(help="Least count of a new merge.")] = 2,
     text_field: TextField = "text",
     max_docs: Annotated[Optional[int], typer.Option(help="Read at most this many documents.")] = None,
@@ -122,7 +123,8 @@ def tokenizer_extend(
     from langadapt.tokenizer.extend import extend, print_extension
 
     cfg = C.ExtendConfig(base=base, corpus=_strs(corpus), english_corpus=_strs(english_corpus),
-                         english_heldout=_strs(english_heldout), num_new_tokens=num_new_tokens,
+                         english_heldout=_strs(english_heldout), target_heldout=_strs(target_heldout),
+                         num_new_tokens=num_new_tokens,
                          min_frequency=min_frequency, text_field=text_field, max_docs=max_docs)  # fmt: skip
     print_extension(extend(cfg, out))
 
@@ -239,16 +241,17 @@ def data_pack(
     tokens: Annotated[int, typer.Option(help="Token budget.")] = 1_000_000,
     max_epochs: Annotated[float, typer.Option(help="Repeat a source at most this often.")] = 4.0,
     seed: int = 0,
-    workers: int = 2,
+    workers: Annotated[int, typer.Option(help="Tokenizer processes (<= 1: in this process).")] = 2,
+    shuffle_buffer: Annotated[int, typer.Option(help="Documents in each source's shuffle buffer.")] = 4096,
     text_field: TextField = "text",
 ) -> None:
     """Mix target and English text by token count and pack it into document-masked rows."""
-    from langadapt.data.pack import pack
+    from langadapt.data.pack import pack, print_pack
 
     cfg = C.PackConfig(tokenizer=tokenizer, target=_strs(target), english=_strs(english), ratio=ratio,
                        seq_len=seq_len, tokens=tokens, max_epochs=max_epochs, seed=seed, workers=workers,
-                       text_field=text_field)  # fmt: skip
-    pack(cfg, out)
+                       shuffle_buffer=shuffle_buffer, text_field=text_field)  # fmt: skip
+    print_pack(pack(cfg, out), out)
 
 
 @train_app.command("pretrain")
@@ -296,16 +299,26 @@ def corpus_prepare(
     lang: Annotated[str, typer.Option(help="ISO 639-1 code of the language to keep.")],
     out: OutDir,
     executor: Annotated[str, typer.Option(help="local | slurm | ray")] = "local",
-    workers: int = 1,
-    tasks: int = 1,
+    workers: Annotated[int, typer.Option(help="Local worker processes (-1: one per core).")] = 1,
+    tasks: Annotated[int, typer.Option(help="datatrove tasks (input files are dealt out to them).")] = 1,
     text_field: TextField = "text",
+    min_script_ratio: Annotated[float, typer.Option(help="Share of letters in the language's script.")] = 0.6,
+    language_id: Annotated[bool, typer.Option(help="Drop other languages (py3langid).")] = True,
+    min_words: Annotated[int, typer.Option(help="Shortest document kept, in words.")] = 10,
+    minhash_threshold: Annotated[float, typer.Option(help="Near-duplicate Jaccard threshold.")] = 0.8,
+    output_format: Annotated[str, typer.Option(help="jsonl.gz | parquet")] = "jsonl.gz",
+    licenses: Annotated[Optional[list[str]], typer.Option(help="Licences of the sources (data card).")] = None,
+    slurm_partition: Annotated[str, typer.Option(help="Slurm partition (--executor slurm).")] = "",
 ) -> None:
     """Clean, filter by script and language, and deduplicate raw text (datatrove)."""
-    from langadapt.corpus.prepare import prepare
+    from langadapt.corpus.prepare import prepare, print_summary
 
     cfg = C.PrepareConfig(input=list(input), lang=lang, executor=executor, workers=workers, tasks=tasks,
-                          text_field=text_field)  # fmt: skip
-    prepare(cfg, out)
+                          text_field=text_field, min_script_ratio=min_script_ratio, language_id=language_id,
+                          min_words=min_words, minhash_threshold=minhash_threshold,
+                          output_format=output_format, licenses=list(licenses or []),
+                          slurm_partition=slurm_partition)  # fmt: skip
+    print_summary(prepare(cfg, out))
 
 
 # ---------------------------------------------------------------------------------------------- main

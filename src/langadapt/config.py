@@ -29,8 +29,8 @@ class ConfigError(UserError):
 class PrepareConfig:
     input: list[str] = field(default_factory=list)
     """Files or globs of raw text (txt / jsonl[.gz] / parquet / datasets folder)."""
-    lang: str = "hu"
-    """ISO 639-1 code of the language to keep."""
+    lang: str = ""
+    """ISO 639-1 code of the language to keep (empty: the recipe's target_lang)."""
     text_field: str = "text"
     """Field or column that holds the text in jsonl / parquet / datasets input."""
     executor: str = "local"
@@ -53,18 +53,34 @@ class PrepareConfig:
     """Lowest language-id confidence kept."""
     quality_filter: bool = True
     """Too-short and Gopher-style repetition filters, with defaults suited to non-English text."""
-    min_words: int = 20
-    """Documents with fewer whitespace words (or characters/4 for unspaced scripts) are dropped."""
+    min_words: int = 10
+    """Documents with fewer words (letters/2 for scripts written without spaces: ja, zh, th) are dropped."""
     boilerplate_filter: bool = True
     """Remove paragraphs repeated across many documents and inside one document."""
     boilerplate_min_doc_share: float = 0.1
     """A paragraph found in at least this share of documents is boilerplate."""
+    boilerplate_min_docs: int = 1000
+    """... or in at least this many documents (large corpora, where a share is too high a bar; 0: off)."""
     exact_dedup: bool = True
     """Drop exact duplicate documents."""
     minhash_dedup: bool = True
     """MinHash-LSH near-duplicate removal."""
     minhash_threshold: float = 0.8
     """Jaccard similarity at which documents count as duplicates."""
+    minhash_ngrams: int = 5
+    """Words per shingle (characters for scripts written without spaces)."""
+    minhash_buckets: int | None = None
+    """LSH bands (None: chosen from minhash_threshold, see docs/corpus-prepare.md)."""
+    minhash_rows: int | None = None
+    """Hashes per band (None: chosen from minhash_threshold)."""
+    slurm_partition: str = ""
+    """Slurm partition (executor slurm)."""
+    slurm_time: str = "24:00:00"
+    """Slurm time limit per task (executor slurm)."""
+    cpus_per_task: int = 1
+    """CPUs per task (executors slurm and ray)."""
+    mem_per_cpu_gb: float = 2.0
+    """Memory per CPU in GB (executors slurm and ray)."""
     output_format: str = "jsonl.gz"
     """Shard format: jsonl.gz or parquet."""
     licenses: list[str] = field(default_factory=list)
@@ -75,6 +91,16 @@ class PrepareConfig:
             raise ConfigError(f"executor must be local, slurm or ray, not {self.executor!r}")
         if not 0 < self.minhash_threshold < 1:
             raise ConfigError("minhash_threshold must be between 0 and 1")
+        if self.output_format not in ("jsonl.gz", "parquet"):
+            raise ConfigError(f"output_format must be jsonl.gz or parquet, not {self.output_format!r}")
+        if self.tasks < 1 or self.workers == 0 or self.workers < -1:
+            raise ConfigError("tasks must be >= 1 and workers >= 1 (or -1: one per core)")
+        if not 0 <= self.min_script_ratio <= 1 or not 0 < self.boilerplate_min_doc_share <= 1:
+            raise ConfigError("min_script_ratio must be in [0, 1] and boilerplate_min_doc_share in (0, 1]")
+        if (self.minhash_buckets is None) != (self.minhash_rows is None):
+            raise ConfigError("set both minhash_buckets and minhash_rows, or neither")
+        if self.executor == "slurm" and not self.slurm_partition:
+            raise ConfigError("executor slurm needs slurm_partition")
 
 
 @dataclass(kw_only=True)
@@ -87,6 +113,8 @@ class ExtendConfig:
     """English text whose base tokenization must not change (merges seen there are skipped)."""
     english_heldout: list[str] = field(default_factory=list)
     """Held-out English text: reported, how many of its documents tokenize differently."""
+    target_heldout: list[str] = field(default_factory=list)
+    """Held-out target-language text: its tokens per word before and after are reported."""
     num_new_tokens: int = 8000
     """How many target-language tokens to add after the base vocabulary."""
     min_frequency: int = 2
@@ -112,7 +140,11 @@ class InitConfig:
     method: str = "mean-subword"
     """mean-subword (SambaLingo), mean (of all base rows) or random (normal, base rows' std)."""
     output_remedy: str = "auto"
-    """How new output rows are kept from taking probability mass on text without new tokens."""
+    """How new output rows are kept from taking probability mass on text without new tokens: shift
+    (start their logits ``output_shift`` nats lower along the mean hidden direction), none, or auto
+    (= shift, the measured better one; bench/RESULTS.md)."""
+    output_shift: float = 2.0
+    """Nats by which the shift remedy lowers new output rows' logits on average."""
     pad_to_multiple_of: int | None = 64
     """Round the embedding matrix rows up to a multiple of this (None: exactly len(tokenizer))."""
     seed: int = 0
@@ -125,6 +157,10 @@ class InitConfig:
     def __post_init__(self) -> None:
         if self.method not in ("mean-subword", "mean", "random"):
             raise ConfigError(f"method must be mean-subword, mean or random, not {self.method!r}")
+        if self.output_remedy not in ("auto", "shift", "none"):
+            raise ConfigError(f"output_remedy must be auto, shift or none, not {self.output_remedy!r}")
+        if self.output_shift < 0:
+            raise ConfigError("output_shift must be >= 0")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of <= 0:
             raise ConfigError("pad_to_multiple_of must be > 0")
 
@@ -180,11 +216,13 @@ class PackConfig:
     tokens: int = 1_000_000
     """Token budget of the packed dataset."""
     max_epochs: float = 4.0
-    """How often a source may be repeated before running out is an error."""
+    """How many passes over a source the mix may use before running out is an error (>= 1)."""
     seed: int = 0
     """Seed for document order."""
     workers: int = 2
-    """Tokenizer worker processes."""
+    """Tokenizer worker processes (<= 1: tokenize in the main process)."""
+    shuffle_buffer: int = 4096
+    """Documents held in the bounded shuffle buffer of each source (memory does not grow with input)."""
     text_field: str = "text"
     """Field or column that holds the text."""
 
@@ -193,6 +231,10 @@ class PackConfig:
             raise ConfigError(f"ratio must be between 0 and 1 (exclusive), not {self.ratio}")
         if self.seq_len <= 1 or self.tokens <= 0:
             raise ConfigError("seq_len must be > 1 and tokens > 0")
+        if self.max_epochs < 1:
+            raise ConfigError(f"max_epochs must be >= 1 (one full pass), not {self.max_epochs}")
+        if self.shuffle_buffer < 1:
+            raise ConfigError("shuffle_buffer must be >= 1")
 
 
 @dataclass(kw_only=True)
@@ -402,3 +444,49 @@ def dump_recipe(recipe: Recipe) -> str:
     return yaml.safe_dump(
         {"langadapt_version": __version__, **to_jsonable(recipe)}, sort_keys=False, allow_unicode=True
     )
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a config dataclass (read from the source, as litgpt does)."""
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    return {
+        node.target.id: " ".join(nxt.value.value.split())
+        for node, nxt in zip(body, body[1:])
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+    }
+
+
+def recipe_reference() -> str:
+    """Markdown reference of every recipe key (docs/recipes.md is this text; a test keeps it in sync)."""
+    lines = ["# Recipe reference", "", "Generated from `langadapt/config.py` by "
+             "`python -m langadapt.config > docs/recipes.md`. Unknown keys are errors.", ""]  # fmt: skip
+    sections = [("top level", Recipe)] + [
+        (f.name, next(a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)))
+        for f in dataclasses.fields(Recipe)
+        for hint in [typing.get_type_hints(Recipe)[f.name]]
+        if any(dataclasses.is_dataclass(a) for a in (hint, *typing.get_args(hint)))
+    ]
+    section_names = {name for name, _ in sections}
+    for section, cls in sections:
+        docs = field_docs(cls)
+        lines += [f"## `{section}` ({cls.__name__})", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            if cls is Recipe and f.name in section_names:
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = repr(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = repr(f.default_factory())
+            else:
+                default = "required"
+            lines.append(f"| `{f.name}` | `{default}` | {docs.get(f.name, '')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(recipe_reference(), end="")

@@ -128,3 +128,7 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+    def elapsed(self) -> float:
+        """Seconds so far (inside the block), or the total (after it)."""
+        return self.seconds or time.perf_counter() - self.start

@@ -8,6 +8,7 @@ never sits in memory. A bad file is a :class:`UserError` naming the file.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import io
 import json
@@ -24,7 +25,7 @@ def iter_documents(
 ) -> Iterator[str]:
     """Yield the non-empty documents of every file in order (``max_docs`` in total at most)."""
     count = 0
-    for path in paths:
+    for path in expand_paths(paths):
         for doc in _iter_one(Path(path), text_field):
             if not doc.strip():
                 continue
@@ -37,7 +38,7 @@ def iter_documents(
 def check_corpus(paths: Iterable[str | Path], text_field: str = "text") -> list[Path]:
     """Fail early, naming the file, when a corpus is missing, unreadable or holds no text."""
     checked = []
-    for path in map(Path, paths):
+    for path in expand_paths(paths):
         if not path.exists():
             raise UserError("corpus file not found", path)
         if next(iter_documents([path], text_field), None) is None:
@@ -46,6 +47,25 @@ def check_corpus(paths: Iterable[str | Path], text_field: str = "text") -> list[
     if not checked:
         raise UserError("no corpus file given")
     return checked
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Paths with glob patterns expanded (sorted), e.g. ``corpus/shards/*`` from corpus prepare.
+
+    A pattern that matches nothing is a UserError; a path that exists is taken as is, even if its name
+    holds glob characters.
+    """
+    out: list[Path] = []
+    for path in paths:
+        text = str(path)
+        if glob.has_magic(text) and not Path(text).exists():
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise UserError("no file matches this pattern", text)
+            out.extend(Path(m) for m in matches)
+        else:
+            out.append(Path(path))
+    return out
 
 
 def _iter_one(path: Path, text_field: str) -> Iterator[str]:

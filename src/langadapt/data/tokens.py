@@ -47,9 +47,10 @@ def _token_content(value: Any) -> str | None:
 def special_tokens(tokenizer_dir: Path) -> SpecialTokens:
     """EOS from tokenizer_config.json; BOS only where the tokenizer itself would add one.
 
-    A BOS is added when the post-processor template of tokenizer.json starts with a special token
-    (Llama-2/3, Mistral) or tokenizer_config.json sets ``add_bos_token: true``; otherwise (GPT-2,
-    SmolLM, Qwen) documents start without one, as they would under the model's own ``encode``.
+    A BOS is added when tokenizer_config.json sets ``add_bos_token: true``, or, where it does not say,
+    when the post-processor template of tokenizer.json starts with a special token (Llama-2/3,
+    Mistral); otherwise (GPT-2, SmolLM, Qwen) documents start without one, as they would under the
+    model's own ``encode``.
     """
     from tokenizers import Tokenizer
 
@@ -61,13 +62,19 @@ def special_tokens(tokenizer_dir: Path) -> SpecialTokens:
     if eos is None or tok.token_to_id(eos) is None:
         raise UserError("tokenizer has no end-of-document (eos) token in tokenizer_config.json", tokenizer_dir)
 
-    bos, reason = _template_bos(tok_json.get("post_processor"))
-    if bos is None and cfg.get("add_bos_token") is True:
+    # An explicit add_bos_token wins: transformers rebuilds the post-processor template from it on load.
+    flag = cfg.get("add_bos_token")
+    if flag is True:
         bos, reason = _token_content(cfg.get("bos_token")), "tokenizer_config.json add_bos_token=true"
+        if bos is None:
+            raise UserError("add_bos_token is true but there is no bos_token", tokenizer_dir)
+    elif flag is False:
+        bos, reason = None, "tokenizer_config.json add_bos_token=false"
+    else:
+        bos, reason = _template_bos(tok_json.get("post_processor"))
+        reason = reason or "no add_bos_token and no post_processor template that adds one"
     if bos is not None and tok.token_to_id(bos) is None:
         raise UserError(f"BOS token {bos!r} is not in the vocabulary", tokenizer_dir)
-    if bos is None and not reason:
-        reason = "neither the post_processor template nor add_bos_token adds a BOS"
     return SpecialTokens(eos=eos, eos_id=tok.token_to_id(eos), bos=bos,
                          bos_id=None if bos is None else tok.token_to_id(bos), bos_reason=reason)  # fmt: skip
 

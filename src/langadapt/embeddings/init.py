@@ -1,0 +1,143 @@
+"""``embeddings init``: resize a model to an extended tokenizer and give every new row a value.
+
+New token rows: ``mean-subword`` (SambaLingo; input rows from input rows, an untied head's output rows
+from output rows), ``mean`` or ``random`` (ablations). We never use ``resize_token_embeddings``'
+initialisation (transformers 5 draws from a multivariate normal, "mean_resizing"): it only allocates,
+and every row it adds is overwritten here; base rows are checked bit-identical before saving.
+
+Output remedy ("shift"): a new output row takes probability mass from base tokens even on English. Final
+hidden states share a large mean direction, so subtracting ``D · d`` (``Probe.low_direction``) from a
+new output row lowers its logit by about D nats everywhere: its mass on English drops by e^D while the
+ranking among new tokens, which the Hungarian text needs, is kept. With a tied matrix the row is also
+the input vector; the same shift moves it by only D/|mean h| (~2/37 of a row norm of ~3 on SmolLM2),
+which we measured to barely change what the model reads (bench/RESULTS.md), so the remedy applies to
+both heads. New padding rows get a large shift (logit <= -100 on the probe text) so they take no
+measurable mass; ``stage.json`` records the mass measured.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langadapt.config import InitConfig
+from langadapt.runs import Timer, atomic_output_dir, mark_done, write_stage_json
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+from langadapt.embeddings.rows import RowPlan
+from langadapt.embeddings.split import is_tied
+
+DEMO_ENGLISH = Path(__file__).resolve().parents[1] / "demo_data" / "en-valid.jsonl.gz"
+#: A new padding row's logit is at most -PADDING_LOW at every probe position.
+PADDING_LOW = 100.0
+
+
+def init_embeddings(cfg: InitConfig, out: Path) -> dict[str, Any]:
+    """Stage entry: write an extended, initialised model folder to ``out``; return stage.json's record."""
+    from langadapt.corpus.readers import check_corpus, iter_documents
+    from langadapt.embeddings.probe import probe_hidden
+    from langadapt.embeddings.rows import check_extends, plan_rows
+    from langadapt.models import load_model, load_tokenizer, resolve_model, resolve_tokenizer
+
+    import torch
+
+    with Timer() as timer:
+        model_path, tok_path = resolve_model(cfg.model), resolve_tokenizer(cfg.tokenizer)
+        kl_files = check_corpus(cfg.kl_corpus) if cfg.kl_corpus else [DEMO_ENGLISH]
+        base_tok, ext_tok = load_tokenizer(model_path), load_tokenizer(tok_path)
+        check_extends(base_tok, ext_tok, str(tok_path))  # before any slow work or output
+        with atomic_output_dir(out) as tmp:
+            model = load_model(model_path)
+            plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0],
+                             cfg.pad_to_multiple_of, tokenizer_path=str(tok_path))  # fmt: skip
+            probe = probe_hidden(model, base_tok, list(iter_documents(kl_files, max_docs=cfg.kl_max_docs)))
+            base_head = model.get_output_embeddings().weight.detach().clone()
+            tokens = ext_tok.convert_ids_to_tokens(list(plan.new_ids))
+            low, lowest = probe.low_direction(), probe.lowest_projection()
+            shift = remedy_shift(cfg, consistent=lowest > 0)
+            # padding logits <= -PADDING_LOW at every probe position; zero rows where no direction is
+            pad_row = -(PADDING_LOW / lowest) * low if lowest > 0 else torch.zeros_like(low)
+            extend_model(model, plan, cfg.method, tokens, load_fast(model_path), seed=cfg.seed,
+                         low=low, shift=shift, pad_row=pad_row)  # fmt: skip
+            figures = probe.measure(base_head, model.get_output_embeddings().weight, plan.n_base, plan.n_ext)
+            save_extended(model, ext_tok, tmp)
+            record = write_stage_json(
+                tmp, "init", cfg, time.perf_counter() - timer.start, method=cfg.method, output_remedy="shift" if shift else "none",
+                output_shift_nats=shift, tied=is_tied(model), n_base=plan.n_base, n_ext=plan.n_ext,
+                rows_before=plan.rows_before, rows_after=plan.rows_after, new_token_rows=len(plan.new_ids),
+                reused_padding_rows=plan.reused_rows, new_padding_rows=len(plan.new_padding),
+                probe_positions=len(probe.hidden), probe_corpus=[str(f) for f in kl_files], **figures,
+            )  # fmt: skip
+            mark_done(tmp)
+    return record
+
+
+def load_fast(model_path: Path):
+    from langadapt.models import load_fast_tokenizer
+
+    return load_fast_tokenizer(model_path)
+
+
+def remedy_shift(cfg: InitConfig, *, consistent: bool) -> float:
+    """Nats by which new output rows start lower (0: no remedy).
+
+    ``auto`` shifts only when the probe's mean hidden direction lowers the logit at every position
+    (true for trained models; a random test model has no such direction and the shift would be noise).
+    """
+    if cfg.output_remedy == "shift" or (cfg.output_remedy == "auto" and consistent):
+        return cfg.output_shift
+    return 0.0
+
+
+def extend_model(model: "PreTrainedModel", plan: RowPlan, method: str, tokens: list[str], base_fast, *,
+                 seed: int, low: "torch.Tensor", shift: float, pad_row: "torch.Tensor") -> None:  # fmt: skip
+    """Resize ``model`` to ``plan.rows_after`` rows and set every new token and new padding row."""
+    import torch
+
+    from langadapt.embeddings.rows import initial_rows
+
+    tied = is_tied(model)
+    old_in = model.get_input_embeddings().weight.detach().clone()
+    old_out = None if tied else model.get_output_embeddings().weight.detach().clone()
+    if plan.rows_after != plan.rows_before:
+        # allocation only: every row it adds is overwritten below
+        model.resize_token_embeddings(plan.rows_after, mean_resizing=False)
+    new, pad = list(plan.new_ids), list(plan.new_padding)
+    low, pad_row = low.to(old_in.dtype), pad_row.to(old_in.dtype)
+    with torch.no_grad():
+        w_in = model.get_input_embeddings().weight
+        rows_in = initial_rows(method, old_in, base_fast, tokens, plan.n_base, seed)
+        if tied:
+            w_in[new] = rows_in - shift * low
+            w_in[pad] = pad_row
+        else:
+            w_out = model.get_output_embeddings().weight
+            rows_out = initial_rows(method, old_out, base_fast, tokens, plan.n_base, seed + 1)
+            w_in[new] = rows_in
+            w_in[pad] = 0.0  # never read: no token id maps to a padding row
+            w_out[new] = rows_out - shift * low
+            w_out[pad] = pad_row
+    model.config.vocab_size = plan.rows_after
+    _check_base_rows(model, old_in, old_out, plan.n_base)
+
+
+def _check_base_rows(model, old_in, old_out, n_base: int) -> None:
+    import torch
+
+    same = torch.equal(model.get_input_embeddings().weight[:n_base], old_in[:n_base])
+    if old_out is not None:
+        same = same and torch.equal(model.get_output_embeddings().weight[:n_base], old_out[:n_base])
+    if not same:  # a bug, not bad input: keep the traceback
+        raise AssertionError("base embedding rows changed during init")
+
+
+def save_extended(model: "PreTrainedModel", tokenizer, folder: Path) -> None:
+    from langadapt.models import save_model
+
+    # generation must be able to stop and pad with ids the new tokenizer knows
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    save_model(model, tokenizer, folder)

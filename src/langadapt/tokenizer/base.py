@@ -1,0 +1,167 @@
+"""What the extension needs to know about a base tokenizer, read from its ``tokenizer.json``.
+
+Two BPE styles are supported: byte-level (GPT-2, Llama-3, Qwen, SmolLM2) and SentencePiece-style with
+Metaspace and byte fallback (Llama-2, Mistral). Anything else (WordPiece, Unigram, BPE with a
+continuing-subword prefix, ...) is a :class:`UserError`, because appending merges to it would not mean
+what the user expects.
+
+"Units" are the strings BPE merges never cross: the base's own pre-tokens, or, for a Metaspace tokenizer
+run with ``split=False`` (the whole text is one pre-token), the words between ``▁`` boundaries when no
+base token spans such a boundary. Counting units, not documents, keeps merge learning cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langadapt.errors import UserError
+from langadapt.models import resolve_tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+BYTE_TOKEN = re.compile(r"^<0x[0-9A-F]{2}>$")
+# Files of a tokenizer folder that describe special tokens and chat formatting: copied unchanged.
+COPIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                "chat_template.json", "added_tokens.json")  # fmt: skip
+# Files that encode the old vocabulary in another format; they would disagree with the extension.
+STALE_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "vocab.txt")
+
+
+@dataclass
+class BaseTokenizer:
+    folder: Path
+    data: dict[str, Any]
+    """The parsed tokenizer.json."""
+    style: str
+    """'byte-level' or 'metaspace'."""
+    replacement: str | None
+    """The Metaspace character (None for byte-level)."""
+    split_words: bool
+    """Split pre-tokens at word starts (Metaspace with whole-text pre-tokens, no cross-word tokens)."""
+    vocab: dict[str, int]
+    strings: dict[int, str]
+    first_new_id: int
+    """One past the highest id in use, added/special tokens included."""
+    barrier_ids: set[int] = field(default_factory=set)
+    """Byte-fallback and unknown tokens: never part of a new merge."""
+    reserved_strings: set[str] = field(default_factory=set)
+    """Strings a new token must not take (special tokens, ``<0xNN>`` byte tokens)."""
+    merge_pairs: set[tuple[int, int]] = field(default_factory=set)
+    _tokenizer: Any = field(default=None, repr=False)
+
+    @property
+    def ignore_merges(self) -> bool:
+        return bool(self.data["model"].get("ignore_merges"))
+
+    def tokenizer(self) -> Tokenizer:
+        """The base as a ``tokenizers.Tokenizer`` (parsed once; treat it as read-only)."""
+        from tokenizers import Tokenizer
+
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        return self._tokenizer
+
+
+def load_base(name_or_path: str | Path) -> BaseTokenizer:
+    """Read and check a base tokenizer (model alias, model folder or tokenizer folder)."""
+    folder = resolve_tokenizer(name_or_path)
+    path = folder / "tokenizer.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"tokenizer.json is not valid JSON ({exc})", path) from exc
+    model = data.get("model") or {}
+    kind = model.get("type")
+    if kind != "BPE":
+        raise UserError(f"unsupported tokenizer model {kind or 'unknown'!r}: only BPE (byte-level or "
+                        "SentencePiece-style with byte fallback) can be extended", path)  # fmt: skip
+    if model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
+        raise UserError("unsupported BPE with a continuing-subword prefix or end-of-word suffix", path)
+    style, replacement = _style(data)
+    if style is None:
+        raise UserError("unsupported BPE: neither a ByteLevel nor a Metaspace pre-tokenizer", path)
+    vocab = dict(model["vocab"])
+    strings = {i: s for s, i in vocab.items()}
+    merges = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+    added = data.get("added_tokens") or []
+    barrier = {i for s, i in vocab.items() if model.get("byte_fallback") and BYTE_TOKEN.match(s)}
+    if model.get("unk_token") in vocab:
+        barrier.add(vocab[model["unk_token"]])
+    return BaseTokenizer(
+        folder=folder, data=data, style=style, replacement=replacement,
+        split_words=style == "metaspace" and not _has_cross_word_tokens(vocab, replacement),
+        vocab=vocab, strings=strings,
+        first_new_id=1 + max([*vocab.values(), *(t["id"] for t in added)]),
+        barrier_ids=barrier,
+        reserved_strings={t["content"] for t in added} | {strings[i] for i in barrier},
+        merge_pairs={(vocab[a], vocab[b]) for a, b in merges if a in vocab and b in vocab},
+    )  # fmt: skip
+
+
+def _walk(node: Any) -> Iterable[dict]:
+    """Every component dict inside a (possibly nested Sequence) normalizer / pre-tokenizer config."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _style(data: dict) -> tuple[str | None, str | None]:
+    for comp in _walk(data.get("pre_tokenizer")):
+        if comp.get("type") == "ByteLevel":
+            return "byte-level", None
+        if comp.get("type") == "Metaspace":
+            return "metaspace", comp.get("replacement", "▁")
+    # Older Llama-2 files: no pre-tokenizer, the normalizer prepends "▁" and replaces spaces with it.
+    for comp in _walk(data.get("normalizer")):
+        if comp.get("type") == "Replace" and comp.get("content") == "▁":
+            return "metaspace", "▁"
+    return None, None
+
+
+def _has_cross_word_tokens(vocab: dict[str, int], replacement: str | None) -> bool:
+    """True when some token holds a word boundary after its start (e.g. ``s▁the``, ``e▁``).
+
+    SentencePiece itself never makes those, but a ``tokenizers`` BPE trained with ``split=False`` does;
+    then splitting text into words would not match how the base tokenizes it.
+    """
+    if not replacement:
+        return False
+    return any(replacement in s.lstrip(replacement) for s in vocab)
+
+
+def unit_splitter(base: BaseTokenizer) -> Callable[[str], list[str]]:
+    """A function from one document to its units, as the base's model sees them."""
+    tok = base.tokenizer()
+    normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+    r = re.escape(base.replacement or "▁")
+    boundary = re.compile(f"(?<=[^{r}])(?={r})")  # before a run of ▁ that follows a word
+
+    def units(text: str) -> list[str]:
+        if normalizer is not None:
+            text = normalizer.normalize_str(text)
+        pieces = [p for p, _ in pre_tokenizer.pre_tokenize_str(text)] if pre_tokenizer else [text]
+        if not base.split_words:
+            return pieces
+        return [u for p in pieces for u in boundary.split(p) if u]
+
+    return units
+
+
+def count_units(base: BaseTokenizer, texts: Iterable[str]) -> Counter[str]:
+    """How often each unit occurs in ``texts`` (streamed: memory grows with distinct units only)."""
+    units = unit_splitter(base)
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(units(text))
+    return counts

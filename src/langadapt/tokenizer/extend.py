@@ -1,0 +1,271 @@
+"""``langadapt tokenizer extend``: continue the base tokenizer's BPE on target text (SambaLingo, DictaLM).
+
+The target corpus is split into units exactly as the base tokenizer splits text (its normalizer and
+pre-tokenizer), each distinct unit is tokenized with the base model, and new merges are learned on top of
+those token sequences (:mod:`langadapt.tokenizer.merges`). New tokens get ids after every existing id
+(special tokens included) and new merges rank after the base's, so the base's ids and its merges are
+untouched. ``tokenizer.json`` is edited directly: ``add_tokens`` would bypass BPE, break spacing and make
+encoding slow.
+
+Byte fallback (Llama-2 / Mistral style): ``<0xNN>`` tokens are never merged, since a merged token such as
+``<0xC3><0xA1>`` would not decode as bytes. Instead, a character that the base vocabulary lacks (so the
+base spells it as byte tokens) and that occurs at least ``min_frequency`` times becomes a new
+single-character token first; BPE looks characters up in the vocabulary before falling back to bytes, so
+words holding it can then be merged. Characters that occur in the English corpus are not added, since
+that would change English tokenization.
+
+With an English corpus, every merge whose pair occurs in the base tokenization of that corpus is
+skipped, so the corpus tokenizes exactly as before (new merges rank last, so they only act where the
+base tokenization leaves such a pair). Unseen English may still change: ``english_heldout`` counts it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langadapt.config import ExtendConfig
+from langadapt.corpus.readers import check_corpus, iter_documents
+from langadapt.runs import (
+    atomic_output_dir,
+    mark_done,
+    write_json_atomic,
+    write_stage_json,
+    write_text_atomic,
+)
+from langadapt.tokenizer.base import COPIED_FILES, STALE_FILES, BaseTokenizer, count_units, load_base
+from langadapt.tokenizer.merges import LearnedMerge, learn_merges
+from langadapt.tokenizer.metrics import fertility
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+log = logging.getLogger(__name__)
+# Fertility in extension.json is measured on at most this many documents per corpus: a report figure,
+# not worth encoding a 10 GB corpus twice.
+REPORT_MAX_DOCS = 5000
+
+
+@dataclass
+class Extension:
+    """New tokens and merges learned for a base; any prefix of them is a valid smaller extension."""
+
+    base: BaseTokenizer
+    char_tokens: list[str]
+    """Characters missing from the base vocabulary, added as tokens first (ids right after the base)."""
+    merges: list[LearnedMerge]
+    """Learned merges in rank order."""
+    english_pairs: int
+    """Token pairs of the English reference that new merges had to avoid."""
+
+    @property
+    def added(self) -> int:
+        return len(self.char_tokens) + sum(m.new for m in self.merges)
+
+    def new_tokens(self, size: int | None = None) -> list[str]:
+        """Vocabulary strings of the first ``size`` new tokens, in id order."""
+        tokens = self.char_tokens + [m.text for m in self.merges if m.new]
+        return tokens[:size]
+
+    def _merges_for(self, size: int | None) -> list[LearnedMerge]:
+        remaining = (self.added if size is None else size) - len(self.char_tokens)
+        kept, made = [], 0
+        for m in self.merges:
+            if made >= remaining:
+                break
+            kept.append(m)
+            made += m.new
+        return kept
+
+    def tokenizer_json(self, size: int | None = None) -> dict[str, Any]:
+        """The base's tokenizer.json with the first ``size`` new tokens (all by default) appended."""
+        base = self.base
+        model = dict(base.data["model"])
+        vocab = dict(model["vocab"])
+        for i, token in enumerate(self.new_tokens(size)):
+            vocab[token] = base.first_new_id + i
+        strings = {**base.strings, **{i: s for s, i in vocab.items() if i >= base.first_new_id}}
+        # The [left, right] form (tokenizers >= 0.20) also holds strings with spaces; mixed forms are not.
+        merges = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+        merges += [[strings[m.left], strings[m.right]] for m in self._merges_for(size)]
+        model.update(vocab=vocab, merges=merges)
+        return {**base.data, "model": model}
+
+    def tokenizer(self, size: int | None = None) -> Tokenizer:
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_str(json.dumps(self.tokenizer_json(size)))
+
+
+def plan_extension(
+    base: BaseTokenizer,
+    texts: Iterable[str],
+    *,
+    num_new_tokens: int,
+    min_frequency: int = 2,
+    english_texts: Iterable[str] | None = None,
+) -> Extension:
+    """Learn up to ``num_new_tokens`` new tokens for ``base`` from ``texts`` (continued BPE)."""
+    target = count_units(base, texts)
+    english = count_units(base, english_texts) if english_texts is not None else Counter()
+    chars = _missing_chars(base, target, english, min_frequency)[:num_new_tokens]
+    model = _with_chars(base, chars).model
+    strings = {**base.strings, **{base.first_new_id + i: c for i, c in enumerate(chars)}}
+    words = [[t.id for t in model.tokenize(u)] for u in target]
+    english_pairs = {p for u in english for p in _pairs(model.tokenize(u))}
+    reserved = set(base.reserved_strings)
+    if base.ignore_merges:  # such a model takes a whole unit found in the vocab as is, merges or not
+        reserved |= set(english)
+    merges = learn_merges(
+        words, list(target.values()), strings, next_id=base.first_new_id + len(chars),
+        num_new_tokens=num_new_tokens - len(chars), min_frequency=min_frequency,
+        barrier_ids=base.barrier_ids, forbidden_pairs=english_pairs | base.merge_pairs,
+        reserved_strings=reserved,
+    )  # fmt: skip
+    return Extension(base, chars, merges, len(english_pairs))
+
+
+def _pairs(tokens) -> list[tuple[int, int]]:
+    ids = [t.id for t in tokens]
+    return list(itertools.pairwise(ids))
+
+
+def _missing_chars(base: BaseTokenizer, target: Counter, english: Counter, min_frequency: int) -> list[str]:
+    """Frequent target characters the vocabulary lacks (never the case for byte-level tokenizers)."""
+    missing: Counter[str] = Counter()
+    for unit, n in target.items():
+        for ch in unit:
+            if ch not in base.vocab:
+                missing[ch] += n
+    english_chars = {ch for unit in english for ch in unit}
+    ok = [c for c, n in missing.items() if n >= min_frequency and c not in english_chars
+          and c not in base.reserved_strings]  # fmt: skip
+    return sorted(ok, key=lambda c: (-missing[c], c))
+
+
+def _with_chars(base: BaseTokenizer, chars: list[str]) -> Tokenizer:
+    if not chars:
+        return base.tokenizer()
+    ext = Extension(base, chars, [], 0)
+    return ext.tokenizer()
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
+
+def extend(cfg: ExtendConfig, out: Path) -> dict[str, Any]:
+    """Extend ``cfg.base``'s tokenizer into the tokenizer folder ``out``; return extension.json's record."""
+    out = Path(out)
+    with atomic_output_dir(out) as tmp:
+        start = time.perf_counter()
+        base = load_base(cfg.base)
+        corpus = check_corpus(cfg.corpus, cfg.text_field)
+        english = check_corpus(cfg.english_corpus, cfg.text_field) if cfg.english_corpus else []
+        heldout = check_corpus(cfg.english_heldout, cfg.text_field) if cfg.english_heldout else []
+        target_heldout = check_corpus(cfg.target_heldout, cfg.text_field) if cfg.target_heldout else []
+
+        def docs(paths: list[Path], limit: int | None = None) -> Iterable[str]:
+            return iter_documents(paths, cfg.text_field, limit)
+
+        ext = plan_extension(base, docs(corpus, cfg.max_docs), num_new_tokens=cfg.num_new_tokens,
+                             min_frequency=cfg.min_frequency,
+                             english_texts=docs(english) if english else None)  # fmt: skip
+        if ext.added < cfg.num_new_tokens:
+            log.warning("only %d of %d new tokens occur at least %d times in the corpus", ext.added,
+                        cfg.num_new_tokens, cfg.min_frequency)  # fmt: skip
+        tokenizer_json = ext.tokenizer_json()
+        dropped = save_tokenizer_folder(base, tokenizer_json, tmp)
+        old, new = base.tokenizer(), ext.tokenizer()
+        limit = min(cfg.max_docs or REPORT_MAX_DOCS, REPORT_MAX_DOCS)
+        fert = {"target": _before_after(old, new, lambda: docs(corpus, limit))}
+        if target_heldout:
+            fert["target_heldout"] = _before_after(old, new, lambda: docs(target_heldout))
+        if english:
+            fert["english"] = _before_after(old, new, lambda: docs(english, REPORT_MAX_DOCS))
+        if heldout:
+            fert["english_heldout"] = _before_after(old, new, lambda: docs(heldout))
+        record = {
+            "base": str(cfg.base),
+            "style": base.style,
+            "base_vocab_size": old.get_vocab_size(with_added_tokens=True),
+            "requested": cfg.num_new_tokens,
+            "added": ext.added,
+            "new_vocab_size": new.get_vocab_size(with_added_tokens=True),
+            "first_new_id": base.first_new_id,
+            "new_merges": len(ext.merges),
+            "char_tokens": len(ext.char_tokens),
+            "english_reference_pairs": ext.english_pairs,
+            "english_heldout_changed": changed_docs(old, new, docs(heldout)) if heldout else None,
+            "dropped_files": dropped,
+            "fertility": fert,
+            "added_tokens": [token_text(base, t) for t in ext.new_tokens()],
+        }
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        write_json_atomic(tmp / "extension.json", record)
+        write_stage_json(tmp, "extend", cfg, record["seconds"], added=ext.added,
+                         new_vocab_size=record["new_vocab_size"], fertility=fert,
+                         english_heldout_changed=record["english_heldout_changed"])  # fmt: skip
+        mark_done(tmp)
+    return {**record, "out": str(out)}
+
+
+def save_tokenizer_folder(base: BaseTokenizer, tokenizer_json: dict[str, Any], out: Path) -> list[str]:
+    """Write tokenizer.json and copy the base's special-token and chat-template files; return dropped ones."""
+    write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json, ensure_ascii=False, indent=2))
+    for name in COPIED_FILES:
+        if (base.folder / name).is_file():
+            shutil.copy2(base.folder / name, out / name)
+    if (base.folder / "additional_chat_templates").is_dir():
+        shutil.copytree(base.folder / "additional_chat_templates", out / "additional_chat_templates")
+    dropped = [name for name in STALE_FILES if (base.folder / name).exists()]
+    for name in dropped:
+        log.warning("%s is not copied: it holds the base vocabulary only; tokenizer.json is the extended "
+                    "tokenizer", base.folder / name)  # fmt: skip
+    return dropped
+
+
+def _before_after(old, new, texts) -> dict[str, dict[str, Any]]:
+    return {"before": fertility(old, texts()), "after": fertility(new, texts())}
+
+
+def changed_docs(old, new, texts: Iterable[str], batch_size: int = 256) -> dict[str, int]:
+    """How many documents the two tokenizers encode to different ids."""
+    changed = total = 0
+    it = iter(texts)
+    while batch := list(itertools.islice(it, batch_size)):
+        a = old.encode_batch_fast(batch, add_special_tokens=False)
+        b = new.encode_batch_fast(batch, add_special_tokens=False)
+        changed += sum(x.ids != y.ids for x, y in zip(a, b))
+        total += len(batch)
+    return {"changed": changed, "docs": total}
+
+
+def token_text(base: BaseTokenizer, token: str) -> str:
+    """A vocabulary string as text (byte-level tokens may end inside a character: shown as U+FFFD)."""
+    if base.style == "byte-level":
+        from tokenizers import decoders
+
+        return decoders.ByteLevel().decode([token])
+    return token.replace(base.replacement or "▁", " ")
+
+
+def print_extension(record: dict[str, Any]) -> None:
+    print(f"{record['out']}: {record['base_vocab_size']} -> {record['new_vocab_size']} tokens "
+          f"(+{record['added']}, {record['style']}) in {record['seconds']:.1f} s")  # fmt: skip
+    for name, fa in record["fertility"].items():
+        b, a = fa["before"]["tokens_per_word"], fa["after"]["tokens_per_word"]
+        change = f"{(a - b) / b:+.1%}" if b else "n/a"
+        print(f"  {name:<16} tokens/word {b:.3f} -> {a:.3f} ({change})")
+    held = record.get("english_heldout_changed")
+    if held:
+        print(f"  held-out English documents tokenized differently: {held['changed']} of {held['docs']}")
+    for name in record.get("dropped_files", []):
+        print(f"  note: {name} of the base was not copied (it would describe the old vocabulary)")

@@ -1,0 +1,32 @@
+"""Bits per byte on held-out target and English text during training (through :mod:`langadapt.eval.bpb`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langadapt.config import PretrainConfig
+
+
+def load_eval_texts(cfg: PretrainConfig) -> dict[str, list[str]]:
+    """``{"target": [...], "english": [...]}`` for the corpora the config names (read once, up front)."""
+    from langadapt.corpus.readers import check_corpus, iter_documents
+
+    texts = {}
+    for name, files in (("target", cfg.eval_target), ("english", cfg.eval_english)):
+        if files:
+            checked = check_corpus(files, "text")
+            texts[name] = list(iter_documents(checked, "text", cfg.eval_max_docs))
+    return texts
+
+
+def evaluate(model: Any, tokenizer: Any, texts: dict[str, list[str]], *, bf16: bool,
+             max_len: int) -> dict[str, float]:  # fmt: skip
+    """``{"target_bpb": ..., "english_bpb": ...}`` (lower is better)."""
+    from langadapt.eval.bpb import bpb_of_model
+
+    out = {}
+    for name, docs in texts.items():
+        result = bpb_of_model(model, tokenizer, docs, batch_size=8, max_len=max_len,
+                              stride=max_len // 2, bf16=bf16)  # fmt: skip
+        out[f"{name}_bpb"] = result["bpb"]
+    return out

@@ -1,0 +1,235 @@
+"""The training loop itself: setup on accelerate, steps, evaluation, checkpoints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langadapt.config import PretrainConfig
+from langadapt.train import checkpoint, masking
+from langadapt.train.batches import StepPlan, predicted_tokens
+from langadapt.train.monitor import Monitor, available_trackers, flops_per_token, gpu_peak
+
+
+def use_bf16(requested: bool | None, device: torch.device) -> bool:
+    from langadapt.eval.bpb import bf16_is_faster
+
+    return bf16_is_faster(device) if requested is None else requested
+
+
+def make_accelerator(cfg: PretrainConfig, out: Path) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    if PartialState._shared_state and PartialState().num_processes == 1:
+        # One process (tests, the pipeline): let each run choose its own mixed precision; the
+        # AcceleratorState singleton would otherwise keep the first run's.
+        AcceleratorState._reset_state()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    trackers = available_trackers()
+    return Accelerator(
+        mixed_precision="bf16" if use_bf16(cfg.bf16, device) else "no",
+        gradient_accumulation_steps=cfg.grad_accum,
+        step_scheduler_with_optimizer=False,  # we step it once per optimizer step, whatever the world size
+        dynamo_backend="inductor" if cfg.compile else "no",
+        log_with=trackers or None,
+        project_dir=str(out),
+    )
+
+
+class Trainer:
+    def __init__(self, cfg: PretrainConfig, out: Path, model_dir: Path, dataset: Any,
+                 eval_texts: dict[str, list[str]]) -> None:  # fmt: skip
+        from langadapt.models import load_model, load_tokenizer
+        from langadapt.train import optim, trainable
+        from langadapt.train.pretrain import record_config
+
+        self.cfg, self.out, self.dataset, self.eval_texts = cfg, out, dataset, eval_texts
+        self.model_dir = model_dir
+        self.accelerator = acc = make_accelerator(cfg, out)
+        if acc.is_main_process:
+            record_config(cfg, out)
+        acc.wait_for_everyone()
+        torch.manual_seed(cfg.seed)
+        self.attention = masking.choose_attention(cfg.attention, acc.device)
+        self.tokenizer = load_tokenizer(model_dir)
+        model = load_model(model_dir)
+        model.set_attn_implementation(masking.HF_IMPLEMENTATION[self.attention])
+        model.config.use_cache = False  # see masking.py: a cache turns packed-sequence masking off
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        base = trainable.base_vocab_size(model_dir) if cfg.train == "new-embeddings" else None
+        self.selection = trainable.select(model, cfg.train, vocab_size=len(self.tokenizer), base_vocab=base)
+        frozen_rows = self.selection.row_freeze
+        if frozen_rows is not None:
+            frozen_rows.add_grad_hooks()
+        groups = optim.param_groups(model, cfg.weight_decay, frozen_rows.params if frozen_rows else [])
+        optimizer = optim.make_optimizer(cfg, groups, acc.device)
+        self.plan = StepPlan(len(dataset), cfg.micro_batch, cfg.grad_accum, acc.num_processes, cfg.seed)
+        self.plan.check(str(dataset.folder))
+        self.total_steps = cfg.max_steps or self.plan.steps_per_epoch
+        scheduler = optim.make_scheduler(cfg, optimizer, self.total_steps)
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.n_params = sum(p.numel() for p in model.parameters())
+        self.state: dict[str, Any] = {"step": 0, "best_step": None, "best_value": None, "tokens": 0,
+                                      "train_seconds": 0.0}  # fmt: skip
+        found = checkpoint.latest(out / "checkpoints")
+        if found is not None:
+            self.state.update(checkpoint.load(acc, found[0]))
+        if acc.is_main_process and available_trackers():
+            acc.init_trackers("pretrain", config={k: str(v) for k, v in vars(cfg).items()})
+
+    # ------------------------------------------------------------------------------------------ run
+
+    def run(self) -> dict[str, Any]:
+        cfg, acc = self.cfg, self.accelerator
+        monitor = Monitor(self.out, self.total_steps, self.state["step"], enabled=acc.is_main_process)
+        deadline = None if cfg.max_minutes is None else time.time() + 60 * cfg.max_minutes
+        last_eval = None
+        try:
+            while self.state["step"] < self.total_steps:
+                record = self.train_step()
+                monitor.log(record)
+                if acc.is_main_process and available_trackers():
+                    acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=record["step"])
+                step = self.state["step"]
+                if self.eval_texts and cfg.eval_every and step % cfg.eval_every == 0:
+                    monitor.log(self.evaluate())
+                    last_eval = step
+                if deadline is not None and time.time() > deadline:
+                    acc.set_trigger()
+                stop = acc.check_trigger()  # every process stops at the same step
+                if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or stop) \
+                        and step < self.total_steps:  # fmt: skip
+                    checkpoint.save(acc, self.out / "checkpoints", step, self.state, cfg.keep_checkpoints)
+                if stop:
+                    break
+            if self.eval_texts and last_eval != self.state["step"]:
+                monitor.log(self.evaluate())
+        finally:
+            monitor.close()
+        return self.summary()
+
+    def train_step(self) -> dict[str, Any]:
+        cfg, acc, plan = self.cfg, self.accelerator, self.plan
+        step = self.state["step"]
+        started = time.perf_counter()
+        # The loss is a sum over the step's predicted tokens divided by their count over the whole
+        # step, so accumulation and data parallelism give the same update (HF's num_items_in_batch).
+        n_items = predicted_tokens(self.dataset.batch(plan.step_rows(step))["position_ids"])
+        scale = cfg.grad_accum * acc.num_processes  # undo accelerate's / grad_accum and DDP's mean
+        loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
+        grad_norm = None
+        self.model.train()
+        for micro in range(cfg.grad_accum):
+            rows = plan.micro_rows(step, acc.process_index, micro)
+            batch = {k: torch.from_numpy(v).to(acc.device) for k, v in self.dataset.batch(rows).items()}
+            with acc.accumulate(self.model):
+                kwargs = masking.forward_kwargs(self.attention, batch["input_ids"], batch["position_ids"])
+                loss = self.model(**kwargs, num_items_in_batch=n_items).loss
+                acc.backward(loss * scale)
+                loss_sum += loss.detach().double()
+                if acc.sync_gradients:
+                    if cfg.grad_clip > 0:
+                        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    lr = self.scheduler.get_last_lr()[0]
+                    self.optimizer.step()
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        loss_total = acc.reduce(loss_sum, reduction="sum").item()
+        seconds = time.perf_counter() - started
+        tokens = plan.rows_per_step * self.dataset.seq_len
+        self.state["step"] = step + 1
+        self.state["tokens"] += tokens
+        self.state["train_seconds"] += seconds
+        peak = gpu_peak(acc.device)
+        flops = flops_per_token(self.model_config, self.dataset.seq_len, self.n_params) * tokens
+        return {
+            "step": step + 1, "total": self.total_steps, "loss": loss_total, "lr": lr,
+            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "tokens": self.state["tokens"], "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "mfu": flops / seconds / (peak * acc.num_processes) if peak else None,
+        }  # fmt: skip
+
+    @property
+    def model_config(self) -> Any:
+        return self.accelerator.unwrap_model(self.model).config
+
+    # ------------------------------------------------------------------------------------- evaluate
+
+    def evaluate(self) -> dict[str, Any]:
+        """bpb on the held-out texts (every process: sharded models need all ranks in a forward)."""
+        from langadapt.train.evaluation import evaluate
+
+        step = self.state["step"]
+        started = time.perf_counter()
+        result = evaluate(self.model, self.tokenizer, self.eval_texts, bf16=self.accelerator.mixed_precision == "bf16",
+                          max_len=min(self.dataset.seq_len, 1024))  # fmt: skip
+        value = result.get(self.cfg.select_metric)
+        if value is not None and (self.state["best_value"] is None or value < self.state["best_value"]):
+            self.state.update(best_step=step, best_value=value)
+            self.save_best()
+        return {"kind": "eval", "step": step, **result, "seconds": time.perf_counter() - started}
+
+    def save_best(self) -> None:
+        from langadapt.runs import atomic_output_dir
+
+        acc = self.accelerator
+        if acc.is_main_process:
+            with atomic_output_dir(self.out / "best", overwrite=True) as tmp:
+                self.save_hf(tmp)
+        else:
+            self.save_hf(None)
+        acc.wait_for_everyone()
+
+    def write_final(self, final: Path, summary: dict[str, Any]) -> dict[str, Any]:
+        """``final/``: the best evaluated weights if evaluation ran, else the last (says which)."""
+        import shutil
+
+        from langadapt.runs import atomic_output_dir
+
+        best = self.out / "best"
+        use_best = summary.get("best_step") is not None and best.exists()
+        if use_best and self.accelerator.is_main_process:
+            with atomic_output_dir(final, overwrite=True) as tmp:
+                for item in best.iterdir():
+                    shutil.copy2(item, tmp / item.name)
+        elif not use_best and self.accelerator.is_main_process:
+            with atomic_output_dir(final, overwrite=True) as tmp:
+                self.save_hf(tmp)
+        elif not use_best:
+            self.save_hf(None)
+        self.accelerator.wait_for_everyone()
+        if use_best:
+            return {"weights": "best", "step": summary["best_step"], "metric": self.cfg.select_metric,
+                    "value": summary["best_value"]}  # fmt: skip
+        return {"weights": "last", "step": summary["steps"]}
+
+    def save_hf(self, folder: Path | None) -> None:
+        """An HF folder (safetensors + tokenizer); every process takes part (sharded state dicts)."""
+        acc = self.accelerator
+        state_dict = acc.get_state_dict(self.model)
+        if folder is None:
+            return
+        model = acc.unwrap_model(self.model)
+        model.config.use_cache = True  # for generation later; training turned it off
+        model.save_pretrained(folder, state_dict=state_dict, save_function=acc.save)
+        model.config.use_cache = False
+        self.tokenizer.save_pretrained(folder)
+        ext = self.model_dir / "extension.json"
+        if ext.exists():
+            (folder / ext.name).write_bytes(ext.read_bytes())
+
+    def summary(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "steps": s["step"], "planned_steps": self.total_steps, "tokens": s["tokens"],
+            "tokens_per_s": s["tokens"] / s["train_seconds"] if s["train_seconds"] else None,
+            "best_step": s["best_step"], "best_value": s["best_value"], "select_metric": self.cfg.select_metric,
+            "attention": self.attention, "bf16": self.accelerator.mixed_precision == "bf16",
+            "processes": self.accelerator.num_processes, "trainable": self.cfg.train,
+            "trainable_params": self.selection.trainable_params, "total_params": self.selection.total_params,
+        }  # fmt: skip

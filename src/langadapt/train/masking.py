@@ -1,0 +1,133 @@
+"""Document masking for packed rows: which token may attend to which, and which tokens are predicted.
+
+A packed row holds several documents; their position ids restart at 0 (a document cut at the end of a
+row continues in the next row as a new segment). A token may attend only to earlier tokens of its own
+segment, and the first token of a segment is never a label (it would be predicted from the previous
+document's last token).
+
+Segments are found exactly as transformers does (``masking_utils.find_packed_sequence_indices``): a new
+segment starts wherever the position id does not grow by one. We do not rely on transformers deriving
+the mask itself: it does so only when ``attention_mask is None`` *and* no KV cache exists, and a model in
+train mode with the default ``use_cache=True`` builds a cache and silently attends across documents
+(seen with transformers 5.24). So every path here passes its mask explicitly, and the loop also passes
+``use_cache=False``.
+
+Paths (``PretrainConfig.attention``):
+- ``sdpa``  : an explicit boolean block-diagonal causal mask ``[B, 1, L, L]`` (exact; CPU and GPU; the
+              mask costs B*L*L bytes and SDPA cannot use its flash kernel with a mask, so it is slow on GPU).
+- ``flex``  : a ``BlockMask`` for ``torch.nn.attention.flex_attention`` (GPU; skips fully masked blocks,
+              so the cost falls with shorter documents). Needs torch.compile to be fast.
+- ``flash`` : flash-attention varlen through transformers' ``flash_attention_2`` path with explicit
+              ``cu_seq_lens`` over the flattened batch (needs the ``flash-attn`` package and a GPU).
+- ``auto``  : flex on CUDA when available, else sdpa.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+IGNORE = -100
+"""Label value the loss skips (transformers' ignore_index)."""
+
+HF_IMPLEMENTATION = {"sdpa": "sdpa", "flex": "flex_attention", "flash": "flash_attention_2"}
+"""Our attention path -> the model's ``attn_implementation``."""
+
+
+def choose_attention(requested: str, device: torch.device) -> str:
+    """Resolve ``auto`` to a concrete path for this device; refuse paths the machine cannot run."""
+    from langadapt.errors import UserError
+
+    if requested == "auto":
+        return "flex" if device.type == "cuda" and _has_flex() else "sdpa"
+    if requested == "flash":
+        import importlib.util
+
+        if device.type != "cuda" or importlib.util.find_spec("flash_attn") is None:
+            raise UserError("attention 'flash' needs a CUDA GPU and the flash-attn package")
+    if requested == "flex" and not _has_flex():
+        raise UserError("attention 'flex' needs torch >= 2.5 (torch.nn.attention.flex_attention)")
+    return requested
+
+
+def _has_flex() -> bool:
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def segment_starts(position_ids: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B, L]``: True where a new segment starts (position id does not grow by 1; column 0)."""
+    starts = torch.ones_like(position_ids, dtype=torch.bool)
+    starts[:, 1:] = position_ids[:, 1:] != position_ids[:, :-1] + 1
+    return starts
+
+
+def segment_ids(position_ids: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` segment index per token, 1 for the first segment of each row."""
+    return segment_starts(position_ids).long().cumsum(dim=1)
+
+
+def document_labels(input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Labels for a causal LM whose loss shifts internally: IGNORE at each segment start.
+
+    transformers predicts ``labels[t]`` from the logits at ``t - 1``; masking the start of a segment
+    therefore removes exactly the cross-document prediction.
+    """
+    labels = input_ids.clone()
+    labels[segment_starts(position_ids)] = IGNORE
+    return labels
+
+
+def sdpa_mask(position_ids: torch.Tensor) -> torch.Tensor:
+    """Explicit boolean block-diagonal causal mask ``[B, 1, L, L]`` (True = may attend)."""
+    seg = segment_ids(position_ids)
+    length = seg.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=seg.device).tril()
+    same = seg[:, :, None] == seg[:, None, :]
+    return (same & causal)[:, None]
+
+
+def flex_block_mask(position_ids: torch.Tensor) -> Any:
+    """A flex_attention ``BlockMask`` with the same meaning as :func:`sdpa_mask`."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    seg = segment_ids(position_ids)
+
+    def mask_mod(b, h, q_idx, kv_idx):  # noqa: ANN001 - flex's calling convention
+        return (kv_idx <= q_idx) & (seg[b, q_idx] == seg[b, kv_idx])
+
+    batch, length = seg.shape
+    return create_block_mask(mask_mod, batch, None, length, length, device=seg.device)
+
+
+def flash_kwargs(position_ids: torch.Tensor) -> dict[str, Any]:
+    """``cu_seq_lens`` over the flattened batch for flash-attention varlen (every row start is a cut)."""
+    flat = segment_starts(position_ids).flatten()
+    starts = torch.nonzero(flat).flatten().to(torch.int32)
+    total = torch.tensor([flat.numel()], dtype=torch.int32, device=flat.device)
+    cu = torch.cat([starts, total])
+    longest = int((cu[1:] - cu[:-1]).max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+
+
+def forward_kwargs(path: str, input_ids: torch.Tensor, position_ids: torch.Tensor) -> dict[str, Any]:
+    """Everything a transformers causal LM needs for one document-masked forward (labels included)."""
+    kwargs: dict[str, Any] = {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "labels": document_labels(input_ids, position_ids),
+        "use_cache": False,  # a cache disables transformers' packed-sequence handling; see module doc
+    }
+    if path == "sdpa":
+        kwargs["attention_mask"] = sdpa_mask(position_ids)
+    elif path == "flex":
+        kwargs["attention_mask"] = flex_block_mask(position_ids)
+    elif path == "flash":
+        kwargs.update(flash_kwargs(position_ids))
+    else:
+        raise ValueError(f"unknown attention path {path!r}")
+    return kwargs

@@ -1,0 +1,131 @@
+"""train pretrain: what trains, bad input, resume after kill -9 (bitwise), final/ and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import pretrain_fixtures as pf
+import tiny
+from langadapt.config import PretrainConfig
+from langadapt.errors import UserError
+from langadapt.train.monitor import read_metrics
+from langadapt.train.pretrain import pretrain
+
+SEQ = 48
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, bytelevel_tok, hu_texts, en_texts) -> Path:
+    return pf.write_packed(tmp_path_factory.mktemp("packed") / "p", bytelevel_tok, hu_texts[:60] + en_texts[:30], SEQ)
+
+
+def _cfg(model: Path, data: Path, **kw) -> PretrainConfig:
+    base = dict(model=str(model), data=str(data), bf16=False, micro_batch=2, lr=1e-3, max_steps=4, warmup=1)
+    return PretrainConfig(**{**base, **kw})
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_full_run_writes_final_metrics_and_skips_when_done(tmp_path, tiny_tied, packed):
+    cfg = _cfg(tiny_tied, packed, max_steps=3, eval_target=[str(tiny.write_jsonl(tmp_path / "hu.jsonl",
+               tiny.demo_texts("hu", "valid", 4)))], eval_every=2)  # fmt: skip
+    record = pretrain(cfg, tmp_path / "run")
+    steps = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("kind") != "eval"]
+    evals = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("kind") == "eval"]
+    assert [r["step"] for r in steps] == [1, 2, 3] and [r["step"] for r in evals] == [2, 3]
+    assert record["final"]["weights"] == "best" and record["final"]["step"] in (2, 3)
+    assert (tmp_path / "run" / "final" / "tokenizer.json").exists() and (tmp_path / "run" / "DONE").exists()
+    before = (tmp_path / "run" / "stage.json").read_text()
+    assert pretrain(cfg, tmp_path / "run")["steps"] == 3  # DONE: skipped, nothing rewritten
+    assert (tmp_path / "run" / "stage.json").read_text() == before
+
+
+@pytest.mark.parametrize("spec", ["embeddings", "new-embeddings", "layers.1.mlp"])
+def test_what_trains(tmp_path, tiny_untied_padded, packed, spec):
+    base = 500  # pretend rows >= 500 were added by `tokenizer extend`
+    model_dir = tmp_path / "m"
+    model_dir.mkdir()
+    for f in tiny_untied_padded.iterdir():
+        (model_dir / f.name).write_bytes(f.read_bytes())
+    (model_dir / "extension.json").write_text(json.dumps({"base_vocab_size": base}))
+    before = _weights(model_dir)
+    pretrain(_cfg(model_dir, packed, train=spec, max_steps=2), tmp_path / "run")
+    after = _weights(tmp_path / "run" / "final")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    emb = {"model.embed_tokens.weight", "lm_head.weight"}
+    if spec == "layers.1.mlp":
+        assert changed and all(".layers.1.mlp." in k for k in changed)
+        return
+    assert changed == emb
+    if spec == "new-embeddings":
+        from transformers import AutoTokenizer
+
+        n_tok = len(AutoTokenizer.from_pretrained(model_dir))
+        for k in emb:  # base rows and padding rows bit-identical, new rows trained
+            assert torch.equal(before[k][:base], after[k][:base])
+            assert torch.equal(before[k][n_tok:], after[k][n_tok:])
+            assert not torch.equal(before[k][base:n_tok], after[k][base:n_tok])
+
+
+def test_bad_input(tmp_path, tiny_tied, packed, metaspace_tok, hu_texts):
+    other = pf.write_packed(tmp_path / "other", metaspace_tok, hu_texts[:20], SEQ)
+    with pytest.raises(UserError, match="another tokenizer"):
+        pretrain(_cfg(tiny_tied, other), tmp_path / "r1")
+    long = pf.write_packed(tmp_path / "long", tiny_tied, hu_texts[:40], 4096)
+    with pytest.raises(UserError, match="above the model's context"):
+        pretrain(_cfg(tiny_tied, long), tmp_path / "r2")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    pretrain(_cfg(tiny_tied, packed, max_steps=1), tmp_path / "r3")
+    snapshot = {p: p.stat().st_mtime_ns for p in (tmp_path / "r3").rglob("*")}
+    with pytest.raises(UserError, match="resume folder from a different config"):
+        pretrain(_cfg(tiny_tied, packed, max_steps=1, lr=5e-4), tmp_path / "r3")
+    assert snapshot == {p: p.stat().st_mtime_ns for p in (tmp_path / "r3").rglob("*")}
+
+
+def _cli(model: Path, data: Path, out: Path, steps: int) -> list[str]:
+    return [sys.executable, "-m", "langadapt.cli", "train", "pretrain", "--model", str(model), "--data", str(data),
+            "--out", str(out), "--max-steps", str(steps), "--checkpoint-every", "5", "--no-bf16",
+            "--micro-batch", "2", "--lr", "1e-3", "--warmup", "2"]  # fmt: skip
+
+
+def test_resume_after_kill_9_is_bitwise_identical(tmp_path, tiny_tied, packed):
+    steps = 300
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_cli(tiny_tied, packed, tmp_path / "straight", steps), check=True, env=env,
+                   capture_output=True)  # fmt: skip
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(tiny_tied, packed, out, steps), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 120
+    while not list((out / "checkpoints").glob("step-*/meta.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "DONE").exists(), "the run finished before it could be killed"
+    subprocess.run(_cli(tiny_tied, packed, out, steps), check=True, env=env, capture_output=True)
+    losses = [(r["step"], r["loss"]) for r in read_metrics(out / "metrics.jsonl")]
+    assert losses == [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "straight" / "metrics.jsonl")]
+    a, b = _weights(out / "final"), _weights(tmp_path / "straight" / "final")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_bad_config_exits_2(tmp_path, tiny_tied, packed):
+    first = subprocess.run(_cli(tiny_tied, packed, tmp_path / "r", 1), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    again = _cli(tiny_tied, packed, tmp_path / "r", 2)
+    result = subprocess.run(again, capture_output=True, text=True)
+    assert result.returncode == 2 and "resume folder from a different config" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
