@@ -36,7 +36,8 @@ def extended_tokenizer(work: Path, num_new: int) -> Path:
     import ext_tok  # uses langadapt.tokenizer.extend when it exists
 
     texts = list(iter_documents([CORPORA / "hu/train.jsonl.gz"]))
-    return ext_tok.extend_tokenizer(resolve_model("smollm2-135m"), texts, out, num_new)
+    return ext_tok.extend_tokenizer(resolve_model("smollm2-135m"), texts, out, num_new,
+                                    english=[CORPORA / "en/train.jsonl.gz"])  # fmt: skip
 
 
 def evaluate(model, tok, texts: dict[str, list[str]], bf16: bool) -> dict[str, float]:

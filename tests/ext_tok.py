@@ -11,17 +11,20 @@ import json
 from pathlib import Path
 
 
-def extend_tokenizer(base_dir: Path, texts: list[str], out: Path, num_new: int) -> Path:
-    """A tokenizer folder that extends the one in ``base_dir`` with up to ``num_new`` tokens."""
+def extend_tokenizer(base_dir: Path, texts: list[str], out: Path, num_new: int,
+                     english: list[Path] | None = None) -> Path:  # fmt: skip
+    """A tokenizer folder that extends the one in ``base_dir`` with up to ``num_new`` tokens
+    (``english``: reference corpora whose tokenization must not change; real ``extend`` only)."""
     try:
-        from langadapt.tokenizer.extend import extend  # noqa: F401
+        from langadapt.tokenizer.extend import extend
     except ImportError:
         return _standin_extend(base_dir, texts, out, num_new)
     from langadapt.config import ExtendConfig
     from tiny import write_jsonl
 
     corpus = write_jsonl(out.parent / f"{out.name}-corpus.jsonl", texts)
-    extend(ExtendConfig(base=str(base_dir), corpus=[str(corpus)], num_new_tokens=num_new), out)
+    extend(ExtendConfig(base=str(base_dir), corpus=[str(corpus)], num_new_tokens=num_new,
+                        english_corpus=[str(p) for p in english or []]), out)  # fmt: skip
     return out
 
 

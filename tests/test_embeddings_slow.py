@@ -41,7 +41,8 @@ def real(tmp_path_factory):
 
     work = tmp_path_factory.mktemp("smollm2_hu")
     texts = list(iter_documents([_corpus("hu", "train")]))
-    tok = ext_tok.extend_tokenizer(resolve_model("smollm2-135m"), texts, work / "tokenizer", 8000)
+    tok = ext_tok.extend_tokenizer(resolve_model("smollm2-135m"), texts, work / "tokenizer", 8000,
+                                   english=[_corpus("en", "train")])  # fmt: skip
     init_embeddings(InitConfig(model="smollm2-135m", tokenizer=str(tok),
                                kl_corpus=[str(_corpus("en", "valid"))]), work / "init")  # fmt: skip
     return work

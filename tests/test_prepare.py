@@ -19,8 +19,13 @@ from langadapt.corpus.prepare import detection_probability, minhash_params, outp
 from langadapt.corpus.readers import check_corpus, iter_documents
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
-ONLY_DEDUP = dict(normalize=False, min_script_ratio=0.0, language_id=False, quality_filter=False,
-                  boilerplate_filter=False)  # fmt: skip
+ONLY_DEDUP = {
+    "normalize": False,
+    "min_script_ratio": 0.0,
+    "language_id": False,
+    "quality_filter": False,
+    "boilerplate_filter": False,
+}
 
 
 def write_records(path: Path, records: list[dict]) -> Path:
@@ -69,7 +74,7 @@ def test_planted_duplicates_found_and_dissimilar_pairs_kept(tmp_path: Path) -> N
     vocab = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(3, 9))) for _ in range(20000)]
     base = [" ".join(rng.choices(vocab, k=300)) for _ in range(400)]
     records = [{"id": f"base{i}", "text": t} for i, t in enumerate(base)]
-    exact = [(f"base{i}", f"exact{i}") for i in range(0, 100)]
+    exact = [(f"base{i}", f"exact{i}") for i in range(100)]
     records += [{"id": dup, "text": base[int(src[4:])]} for src, dup in exact]
     near, far = [], []
     for i in range(100, 200):  # ~1% of words changed: Jaccard ~0.9 on 5-word shingles
@@ -89,7 +94,7 @@ def test_planted_duplicates_found_and_dissimilar_pairs_kept(tmp_path: Path) -> N
     record = prepare(PrepareConfig(input=[str(corpus)], lang="en", **ONLY_DEDUP), out)
 
     kept = {r["id"] for r in read_output(out)}
-    found = lambda pairs: sum((a in kept) != (b in kept) for a, b in pairs) / len(pairs)  # noqa: E731
+    found = lambda pairs: sum((a in kept) != (b in kept) for a, b in pairs) / len(pairs)
     assert found(exact) >= 0.95 and found(near) >= 0.95
     assert sum(a in kept and b in kept for a, b in far) / len(far) >= 0.99
     assert all(a in kept or b in kept for a, b in exact + near)  # one of each pair always stays
@@ -154,8 +159,10 @@ def test_script_filter_on_parallel_files(lang: str) -> None:
 
     flt = ScriptFilter(lang, 0.6)
     pairs = list(iter_documents([SHARED / "parallel" / f"en-{lang}.jsonl.gz"], text_field=lang, max_docs=500))
-    english = list(iter_documents([SHARED / "parallel" / f"en-{lang}.jsonl.gz"], text_field="en", max_docs=500))
-    keep = lambda t: flt.filter(Document(text=t, id="x"))[0]  # noqa: E731
+    english = list(
+        iter_documents([SHARED / "parallel" / f"en-{lang}.jsonl.gz"], text_field="en", max_docs=500)
+    )
+    keep = lambda t: flt.filter(Document(text=t, id="x"))[0]
     assert sum(map(keep, pairs)) >= 0.98 * len(pairs)
     assert sum(map(keep, english)) <= 0.01 * len(english)
 

@@ -102,7 +102,7 @@ def _cli(model: Path, data: Path, out: Path, steps: int) -> list[str]:
 
 
 def test_resume_after_kill_9_is_bitwise_identical(tmp_path, tiny_tied, packed):
-    steps = 300
+    steps = 60
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(_cli(tiny_tied, packed, tmp_path / "straight", steps), check=True, env=env,
                    capture_output=True)  # fmt: skip
@@ -120,12 +120,7 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path, tiny_tied, packed):
     assert losses == [(r["step"], r["loss"]) for r in read_metrics(tmp_path / "straight" / "metrics.jsonl")]
     a, b = _weights(out / "final"), _weights(tmp_path / "straight" / "final")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_cli_bad_config_exits_2(tmp_path, tiny_tied, packed):
-    first = subprocess.run(_cli(tiny_tied, packed, tmp_path / "r", 1), capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    again = _cli(tiny_tied, packed, tmp_path / "r", 2)
-    result = subprocess.run(again, capture_output=True, text=True)
+    # a finished folder rerun with another config: one line, exit 2, nothing touched
+    result = subprocess.run(_cli(tiny_tied, packed, out, steps + 1), capture_output=True, text=True, env=env)
     assert result.returncode == 2 and "resume folder from a different config" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

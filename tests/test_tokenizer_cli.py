@@ -46,6 +46,9 @@ def bad_inputs(tmp_path: Path, base: Path, good: Path) -> dict[str, list[str]]:
     latin1.write_bytes("árvíztűrő tükörfúrógép".encode("latin-1", errors="replace"))
     existing = tmp_path / "existing"
     existing.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "tokenizer.json").write_text('{"model": {"type": "BPE"}}')
     out = tmp_path / "out"
     return {
         "missing": extend_args(base, tmp_path / "nope.jsonl", out),
@@ -53,6 +56,8 @@ def bad_inputs(tmp_path: Path, base: Path, good: Path) -> dict[str, list[str]]:
         "binary": extend_args(base, binary, out),
         "non-utf8": extend_args(base, latin1, out),
         "wordpiece": extend_args(wordpiece_folder(tmp_path / "wp"), good, out),
+        "broken tokenizer": extend_args(broken, good, out),
+        "stats broken tokenizer": ["tokenizer", "stats", "--tokenizer", str(broken), "--corpus", str(good)],
         "zero tokens": extend_args(base, good, out, n="0"),
         "negative tokens": extend_args(base, good, out, n="-5"),
         "existing out": extend_args(base, good, existing),
@@ -62,7 +67,8 @@ def bad_inputs(tmp_path: Path, base: Path, good: Path) -> dict[str, list[str]]:
     }  # fmt: skip
 
 
-CASES = ["missing", "empty", "binary", "non-utf8", "wordpiece", "zero tokens", "negative tokens",
+CASES = ["missing", "empty", "binary", "non-utf8", "wordpiece", "broken tokenizer", "stats broken tokenizer",
+         "zero tokens", "negative tokens",
          "existing out", "stats missing", "sweep bad sizes", "sweep wordpiece"]  # fmt: skip
 
 

@@ -34,8 +34,9 @@ for _name, _sub in [("tokenizer", tokenizer_app), ("embeddings", embeddings_app)
 
 # Options that take several values after one flag (``--corpus a.txt b.txt``); click has no nargs=-1
 # for options, so main() rewrites them into repeated flags before click parses the line.
-MULTI_VALUE_OPTIONS = {"--corpus", "--english-corpus", "--english-heldout", "--target-heldout", "--model", "--target",
-                       "--english", "--input", "--eval-target", "--eval-english", "--kl-corpus"}  # fmt: skip
+MULTI_VALUE_OPTIONS = {"--corpus", "--english-corpus", "--english-heldout", "--target-heldout", "--model",
+                       "--target", "--english", "--input", "--eval-target", "--eval-english",
+                       "--kl-corpus"}  # fmt: skip
 
 Files = Annotated[list[Path], typer.Option(help="One or more corpus files (txt, jsonl[.gz], parquet, datasets folder).")]
 OptFiles = Annotated[Optional[list[Path]], typer.Option(help="Optional corpus files.")]
@@ -171,7 +172,8 @@ def embeddings_init(
     tokenizer: Annotated[str, typer.Option(help="Extended tokenizer folder.")],
     out: OutDir,
     method: Annotated[str, typer.Option(help="mean-subword | mean | random")] = "mean-subword",
-    output_remedy: Annotated[str, typer.Option(help="How new output rows start (see docs).")] = "auto",
+    output_remedy: Annotated[str, typer.Option(help="auto | shift | none: keep new output rows from taking mass.")] = "auto",
+    output_shift: Annotated[float, typer.Option(help="Nats the shift remedy lowers new output rows by.")] = 2.0,
     pad_to_multiple_of: Annotated[Optional[int], typer.Option(help="Round rows up to a multiple.")] = 64,
     kl_corpus: OptFiles = None,
     seed: int = 0,
@@ -180,7 +182,8 @@ def embeddings_init(
     from langadapt.embeddings.init import init_embeddings
 
     cfg = C.InitConfig(model=model, tokenizer=tokenizer, method=method, output_remedy=output_remedy,
-                       pad_to_multiple_of=pad_to_multiple_of, kl_corpus=_strs(kl_corpus), seed=seed)  # fmt: skip
+                       output_shift=output_shift, pad_to_multiple_of=pad_to_multiple_of,
+                       kl_corpus=_strs(kl_corpus), seed=seed)  # fmt: skip
     init_embeddings(cfg, out)
 
 
@@ -197,6 +200,7 @@ def embeddings_distill(
     seq_len: int = 128,
     seed: int = 0,
     bf16: Annotated[Optional[bool], typer.Option(help="bf16 autocast (default: where faster).")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 50,
     text_field: TextField = "text",
 ) -> None:
     """DictaLM 2.0: train only the new rows to match the original model, then calibrate the head."""
@@ -204,7 +208,7 @@ def embeddings_distill(
 
     cfg = C.DistillConfig(model=model, teacher=teacher, corpus=_strs(corpus), steps=steps,
                           calibrate_steps=calibrate_steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
-                          seed=seed, bf16=bf16, text_field=text_field)  # fmt: skip
+                          seed=seed, bf16=bf16, checkpoint_every=checkpoint_every, text_field=text_field)  # fmt: skip
     distill(cfg, out)
 
 
@@ -218,12 +222,16 @@ def eval_bpb(
     max_docs: Annotated[Optional[int], typer.Option(help="Documents per corpus.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     batch_size: int = 8,
+    max_len: Annotated[int, typer.Option(help="Window length in tokens.")] = 1024,
+    stride: Annotated[int, typer.Option(help="Tokens scored per later window (< max-len).")] = 512,
+    bf16: Annotated[bool, typer.Option(help="bf16 autocast (faster on CPUs with AVX512-BF16/AMX).")] = False,
     text_field: TextField = "text",
 ) -> None:
     """Bits per byte (and tokens per word) of several models on the same text."""
     from langadapt.eval.bpb import evaluate_bpb, print_bpb_table
 
-    rows = evaluate_bpb(model, _strs(corpus), max_docs=max_docs, batch_size=batch_size, text_field=text_field)
+    rows = evaluate_bpb(model, _strs(corpus), max_docs=max_docs, batch_size=batch_size, text_field=text_field,
+                        max_len=max_len, stride=stride, bf16=bf16)  # fmt: skip
     print_bpb_table(rows, json_out)
 
 
@@ -275,6 +283,9 @@ def train_pretrain(
     attention: str = "auto",
     eval_every: int = 0,
     eval_max_docs: int = 64,
+    select_metric: Annotated[str, typer.Option(help="target_bpb | english_bpb (picks final/)")] = "target_bpb",
+    min_lr_ratio: Annotated[float, typer.Option(help="Final lr as a share of the peak.")] = 0.0,
+    grad_clip: Annotated[float, typer.Option(help="Gradient-norm clipping (0: off).")] = 1.0,
     checkpoint_every: int = 0,
     keep_checkpoints: int = 2,
     seed: int = 0,
@@ -287,8 +298,8 @@ def train_pretrain(
                            weight_decay=weight_decay, micro_batch=micro_batch, grad_accum=grad_accum,
                            max_steps=max_steps, max_minutes=max_minutes, bf16=bf16, compile=compile,
                            gradient_checkpointing=gradient_checkpointing, attention=attention,
-                           eval_every=eval_every, eval_max_docs=eval_max_docs,
-                           checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                           eval_every=eval_every, eval_max_docs=eval_max_docs, select_metric=select_metric,
+                           min_lr_ratio=min_lr_ratio, grad_clip=grad_clip, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
                            seed=seed)  # fmt: skip
     pretrain(cfg, out)
 

@@ -199,6 +199,8 @@ class DistillConfig:
             raise ConfigError("calibrate_steps must be >= 0")
         if self.lr <= 0:
             raise ConfigError("lr must be > 0")
+        if self.batch_size <= 0 or self.seq_len <= 1 or self.checkpoint_every <= 0:
+            raise ConfigError("batch_size and checkpoint_every must be > 0, seq_len > 1")
 
 
 @dataclass(kw_only=True)
@@ -299,6 +301,10 @@ class PretrainConfig:
             raise ConfigError("max_steps must be > 0")
         if self.attention not in ("auto", "sdpa", "flex", "flash"):
             raise ConfigError(f"attention must be auto, sdpa, flex or flash, not {self.attention!r}")
+        if self.select_metric not in ("target_bpb", "english_bpb"):
+            raise ConfigError(f"select_metric must be target_bpb or english_bpb, not {self.select_metric!r}")
+        if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.eval_every < 0:
+            raise ConfigError("keep_checkpoints must be >= 1; checkpoint_every and eval_every >= 0")
 
 
 @dataclass(kw_only=True)

@@ -127,14 +127,22 @@ def _strip_quantization_config(config_json: Path) -> None:
 def load_tokenizer(name_or_path: str | Path) -> "PreTrainedTokenizerBase":
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(resolve_tokenizer(name_or_path)))
+    path = resolve_tokenizer(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # transformers raises many types for a broken folder
+        raise UserError(f"cannot load tokenizer ({str(exc).splitlines()[0]})", path) from exc
 
 
 def load_fast_tokenizer(name_or_path: str | Path):
     """The raw ``tokenizers.Tokenizer`` (fast batched encode, no transformers wrapper)."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(resolve_tokenizer(name_or_path) / "tokenizer.json"))
+    path = resolve_tokenizer(name_or_path) / "tokenizer.json"
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
+        raise UserError(f"cannot read tokenizer ({str(exc).splitlines()[0]})", path) from exc
 
 
 def load_model(name_or_path: str | Path, dtype: "torch.dtype | None" = None) -> "PreTrainedModel":

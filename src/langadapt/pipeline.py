@@ -56,7 +56,7 @@ def resolve_paths(recipe: C.Recipe, base_dir: Path) -> C.Recipe:
 
 
 _PATH_FIELDS = {
-    "input", "corpus", "english_corpus", "english_heldout", "kl_corpus", "target", "english",
+    "input", "corpus", "english_corpus", "english_heldout", "target_heldout", "kl_corpus", "target", "english",
     "eval_target", "eval_english", "target_train", "target_valid", "english_train", "english_valid",
 }  # fmt: skip
 
@@ -95,7 +95,8 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
         target_train = output_files(dirs["prepare"])
     if recipe.extend:
         add("extend", recipe.extend, base=recipe.base_model, corpus=target_train,
-            english_corpus=d.english_train, english_heldout=d.english_valid)  # fmt: skip
+            english_corpus=d.english_train, english_heldout=d.english_valid,
+            target_heldout=d.target_valid)  # fmt: skip
     tokenizer = str(dirs["extend"]) if recipe.extend else recipe.base_model
     model = recipe.base_model
     if recipe.init:

@@ -26,6 +26,8 @@ from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.typeshelper import StatHints
 
+from langadapt.corpus import scripts
+
 PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
 FLUSH_EVERY = 1 << 20  # hashes buffered per partition before they are appended to disk (8 MiB)
 
@@ -39,10 +41,19 @@ def paragraph_hash(paragraph: str) -> int:
 
 
 class RepeatedParagraphRemover(PipelineStep):
-    """Keeps the first occurrence of each paragraph inside a document and drops the repeats."""
+    """Keeps the first occurrence of each paragraph inside a document and drops the repeats.
+
+    Paragraphs under ``min_words`` words are left alone: a repeated heading ("Example:") or table cell
+    ("Yes") is structure, not spam, and dropping it garbles the page.
+    """
 
     type = "✂️ - FORMAT"
     name = "🔁 repeated paragraphs in a document"
+
+    def __init__(self, lang: str, min_words: int = 3) -> None:
+        super().__init__()
+        self.min_words = min_words
+        self.unspaced = scripts.is_unspaced(lang)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         for doc in data:
@@ -53,7 +64,7 @@ class RepeatedParagraphRemover(PipelineStep):
                 kept = []
                 for para in paras:
                     h = paragraph_hash(para)
-                    if h not in seen:
+                    if h not in seen or scripts.word_count(para, self.unspaced) < self.min_words:
                         seen.add(h)
                         kept.append(para)
                 if len(kept) != len(paras):

@@ -21,8 +21,12 @@ from datatrove.utils.hashing import HashConfig
 
 from langadapt.config import PrepareConfig
 from langadapt.corpus import scripts
-from langadapt.corpus.boilerplate import BoilerplateFinder, BoilerplateRemover, ParagraphSignature
-from langadapt.corpus.boilerplate import RepeatedParagraphRemover
+from langadapt.corpus.boilerplate import (
+    BoilerplateFinder,
+    BoilerplateRemover,
+    ParagraphSignature,
+    RepeatedParagraphRemover,
+)
 from langadapt.corpus.prepare import SHARDS, Stage, local_workers, minhash_params
 from langadapt.corpus.steps import (
     CorpusReader,
@@ -116,13 +120,15 @@ def build_stages(cfg: PrepareConfig, files: list[str], work: Path, out: Path, st
     if cfg.quality_filter:
         b.add("quality", *quality_filters(cfg))
     if cfg.boilerplate_filter:
-        b.add("repeats", RepeatedParagraphRemover(), MinWordsFilter(cfg.lang, cfg.min_words, "too_short_after_repeats"))
+        b.add("repeats", RepeatedParagraphRemover(cfg.lang),
+              MinWordsFilter(cfg.lang, cfg.min_words, "too_short_after_repeats"))  # fmt: skip
     prev = "filter"
     if cfg.boilerplate_filter:
         bp = tmp / "boilerplate"
         b.stages[-1].pipeline += [ParagraphSignature(str(bp), partitions=n), writer("filter")]
         b.stage("boilerplate", n).pipeline.append(
-            BoilerplateFinder(str(bp), cfg.boilerplate_min_doc_share, cfg.boilerplate_min_docs))
+            BoilerplateFinder(str(bp), cfg.boilerplate_min_doc_share, cfg.boilerplate_min_docs)
+        )
         b.stage("clean", n).pipeline.append(reader("filter"))
         b.add("boilerplate", BoilerplateRemover(str(bp)),
               MinWordsFilter(cfg.lang, cfg.min_words, "too_short_after_boilerplate"))  # fmt: skip
@@ -134,12 +140,17 @@ def build_stages(cfg: PrepareConfig, files: list[str], work: Path, out: Path, st
         b.stage("exact_find", 1).pipeline.append(find)
         b.stage("exact", n).pipeline.append(reader(prev))
         b.add("exact_dedup", ExactDedupFilter(str(tmp / "exact_dups"), ex_cfg))
-        b.stages[-1].steps["exact_dedup"] += [(b.stages[-3].name, str(b.stages[-3].pipeline[-1])),
-                                              ("exact_find", str(find))]
+        b.stages[-1].steps["exact_dedup"] += [
+            (b.stages[-3].name, str(b.stages[-3].pipeline[-1])),
+            ("exact_find", str(find)),
+        ]
         prev = "exact"
     if cfg.minhash_dedup:
-        bands, rows = (cfg.minhash_buckets, cfg.minhash_rows) if cfg.minhash_buckets else minhash_params(
-            cfg.minhash_threshold)
+        bands, rows = (
+            (cfg.minhash_buckets, cfg.minhash_rows)
+            if cfg.minhash_buckets
+            else minhash_params(cfg.minhash_threshold)
+        )
         mh = MinhashConfig(n_grams=cfg.minhash_ngrams, num_buckets=bands, hashes_per_bucket=rows,
                            hash_config=HashConfig(precision=64))  # fmt: skip
         sig = MinhashSignature(str(tmp / "mh_sigs"), config=mh, language=scripts.ScriptWordTokenizer())
@@ -151,7 +162,10 @@ def build_stages(cfg: PrepareConfig, files: list[str], work: Path, out: Path, st
         b.stage("minhash", n).pipeline.append(reader(prev))
         b.add("minhash_dedup", MinhashDedupFilter(str(tmp / "mh_remove")))
         b.stages[-1].steps["minhash_dedup"] += [  # the earlier MinHash stages' time counts here too
-            (b.stages[-4].name, str(sig)), ("mh_buckets", str(buckets)), ("mh_cluster", str(cluster))]
+            (b.stages[-4].name, str(sig)),
+            ("mh_buckets", str(buckets)),
+            ("mh_cluster", str(cluster)),
+        ]
         prev = "minhash"
     b.stages[-1].pipeline.append(writer(prev))
     stages = b.stages

@@ -54,7 +54,10 @@ def minhash_params(threshold: float) -> tuple[int, int]:
         for rows in range(1, 41):
             if bands * rows > 1024:
                 break
-            if detection_probability(hi, bands, rows) >= 0.99 and detection_probability(lo, bands, rows) <= 0.01:
+            if (
+                detection_probability(hi, bands, rows) >= 0.99
+                and detection_probability(lo, bands, rows) <= 0.01
+            ):
                 key = (bands * rows, abs(detection_probability(threshold, bands, rows) - 0.5))
                 if best is None or key < best[0]:
                     best = (key, bands, rows)
@@ -101,7 +104,9 @@ def _check_out(cfg: PrepareConfig, out: Path) -> dict | None:
             # Renamed into place but DONE missing (a crash in between): the finalize task adds it.
             return record if is_done(out) else None
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError("output folder already holds another run's files (choose another --out or remove it)", out)
+        raise UserError(
+            "output folder already holds another run's files (choose another --out or remove it)", out
+        )
     return None
 
 
@@ -111,7 +116,9 @@ def _check_work(cfg: PrepareConfig, files: list[str], work: Path) -> None:
     marker = work / "run.json"
     if marker.exists():
         if json.loads(marker.read_text(encoding="utf-8")) != record:
-            raise UserError("holds an unfinished run with other settings or inputs (remove it to start over)", work)
+            raise UserError(
+                "holds an unfinished run with other settings or inputs (remove it to start over)", work
+            )
         return
     work.mkdir(parents=True, exist_ok=True)
     write_json_atomic(marker, record)

@@ -42,11 +42,16 @@ _LETTER_RE = regex.compile(r"\p{L}+")
 
 
 @functools.lru_cache(maxsize=1)
-def langid_languages() -> frozenset[str]:
-    """The codes py3langid's shipped model can identify (loads the model once, about 0.5 s)."""
+def langid_model():
+    """py3langid's model, shipped inside its wheel; loaded once per process (about 0.5–1 s)."""
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    return frozenset(LanguageIdentifier.from_model_file(MODEL_FILE).nb_classes) - {"zxx"}
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def langid_languages() -> frozenset[str]:
+    """The codes py3langid's model can identify ("zxx", no language, is not one)."""
+    return frozenset(langid_model().nb_classes) - {"zxx"}
 
 
 def scripts_for(lang: str) -> tuple[str, ...]:
@@ -59,7 +64,23 @@ def scripts_for(lang: str) -> tuple[str, ...]:
 
 
 # Latin-script languages outside py3langid's model that a user may still target with language_id off.
-_EXTRA_LATIN = {"fil", "haw", "mi", "sm", "to", "fj", "gv", "kw", "rm", "sc", "co", "fur", "lad", "szl", "hsb"}
+_EXTRA_LATIN = {
+    "fil",
+    "haw",
+    "mi",
+    "sm",
+    "to",
+    "fj",
+    "gv",
+    "kw",
+    "rm",
+    "sc",
+    "co",
+    "fur",
+    "lad",
+    "szl",
+    "hsb",
+}
 
 
 def is_unspaced(lang: str) -> bool:

@@ -78,8 +78,7 @@ class RankFileReader(JsonlReader):
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         name = f"{rank:05d}.jsonl"
-        for doc in self.read_files_shard([name] if self.data_folder.exists(name) else []):
-            yield doc
+        yield from self.read_files_shard([name] if self.data_folder.exists(name) else [])
 
 
 class Meter(PipelineStep):
@@ -175,20 +174,21 @@ class LanguageIdFilter(BaseFilter):
 
     name = "🌍 language id (py3langid)"
 
-    def __init__(self, lang: str, min_score: float, max_chars: int = 4000) -> None:
+    def __init__(self, lang: str, min_score: float, max_chars: int = 2000) -> None:
         super().__init__()
         self.lang, self.min_score, self.max_chars = lang, min_score, max_chars
-        self._model = None
 
-    def __getstate__(self) -> dict:  # the model is 60 MB: each worker loads its own copy
-        return {**self.__dict__, "_model": None}
+    def sample(self, text: str) -> str:
+        """py3langid's cost grows with length (a Python loop per byte): a long document is judged on
+        its head and its middle, ``max_chars`` in all, so a foreign header alone does not decide."""
+        if len(text) <= self.max_chars:
+            return text
+        half, mid = self.max_chars // 2, len(text) // 2
+        return f"{text[:half]}\n{text[mid : mid + half]}"
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
-        if self._model is None:
-            from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-            self._model = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-        lang, score = self._model.classify(doc.text[: self.max_chars])
+        # Loaded in the worker on first use (cached per process), never pickled with the step.
+        lang, score = scripts.langid_model().classify(self.sample(doc.text))
         doc.metadata["language"], doc.metadata["language_score"] = lang, round(float(score), 4)
         if lang != self.lang:
             return False, f"lang_{lang}"

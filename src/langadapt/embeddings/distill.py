@@ -32,6 +32,7 @@ import torch
 from langadapt.config import DistillConfig
 from langadapt.embeddings.spans import Span
 from langadapt.embeddings.split import new_rows_trainable
+from langadapt.errors import UserError
 from langadapt.runs import atomic_output_dir, mark_done, to_jsonable, write_stage_json
 
 STAGES = ("distill", "calibrate")
@@ -57,13 +58,14 @@ def distill(cfg: DistillConfig, out: Path) -> dict[str, Any]:
     student_tok, teacher_tok = load_tokenizer(student_path), load_tokenizer(teacher_path)
     plan = plan_rows(teacher_tok, student_tok, len(teacher_tok), None, tokenizer_path=str(student_path))
     if plan.n_ext == plan.n_base:
-        from langadapt.errors import UserError
-
         raise UserError("the model's tokenizer has no tokens beyond the teacher's: nothing to distil",
                         student_path)  # fmt: skip
     ckpt = out.with_name(f".{out.name}.ckpt")
     with atomic_output_dir(out) as tmp:
         student, teacher = load_model(student_path), load_model(teacher_path)
+        if student.get_input_embeddings().weight.shape[0] < plan.n_ext:
+            raise UserError("the model has fewer embedding rows than its tokenizer has tokens "
+                            "(run `langadapt embeddings init` first)", student_path)  # fmt: skip
         docs = iter_documents(files, cfg.text_field)
         progress = train_new_rows(student, teacher, student_tok, teacher_tok, docs, cfg, ckpt_dir=ckpt)
         student.save_pretrained(tmp)
@@ -111,8 +113,6 @@ def train_new_rows(
     spans = build_spans(docs, teacher_tok.backend_tokenizer, student_tok.backend_tokenizer, start_id=start_id,
                         n_base=n_base, seq_len=cfg.seq_len, count=need)  # fmt: skip
     if not spans:
-        from langadapt.errors import UserError
-
         raise UserError("the corpus has no text that uses the new tokens")
     random.Random(cfg.seed).shuffle(spans)
     torch.manual_seed(cfg.seed)
@@ -136,10 +136,10 @@ def train_new_rows(
     return state
 
 
-def _batch(spans: list[Span], stage: str, step: int, batch_size: int) -> list[Span]:
+def _batch(spans: list[Span], stage: str, step: int, cfg: DistillConfig) -> list[Span]:
     # stage 2 reads the spans after stage 1's, so calibration sees fresh text where there is enough
-    offset = 0 if stage == "distill" else 1_000_003
-    return [spans[(offset + step * batch_size + i) % len(spans)] for i in range(batch_size)]
+    offset = 0 if stage == "distill" else cfg.steps * cfg.batch_size
+    return [spans[(offset + step * cfg.batch_size + i) % len(spans)] for i in range(cfg.batch_size)]
 
 
 def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +199,7 @@ def _run_stage(stage, steps, spans, params, opt, loss_fn, student, cfg, state, b
             for group in opt.param_groups:
                 group["lr"] = lr_at(state.step, steps, cfg.lr)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = loss_fn(student, _batch(spans, stage, state.step, cfg.batch_size))
+                loss = loss_fn(student, _batch(spans, stage, state.step, cfg))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from langadapt.config import InitConfig
-from langadapt.runs import Timer, atomic_output_dir, mark_done, write_stage_json
+from langadapt.runs import atomic_output_dir, mark_done, write_stage_json
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel
 
 from langadapt.embeddings.rows import RowPlan
@@ -38,48 +39,53 @@ PADDING_LOW = 100.0
 
 def init_embeddings(cfg: InitConfig, out: Path) -> dict[str, Any]:
     """Stage entry: write an extended, initialised model folder to ``out``; return stage.json's record."""
-    from langadapt.corpus.readers import check_corpus, iter_documents
-    from langadapt.embeddings.probe import probe_hidden
-    from langadapt.embeddings.rows import check_extends, plan_rows
+    from langadapt.corpus.readers import check_corpus
+    from langadapt.embeddings.rows import check_extends
     from langadapt.models import load_model, load_tokenizer, resolve_model, resolve_tokenizer
 
-    import torch
-
-    with Timer() as timer:
-        model_path, tok_path = resolve_model(cfg.model), resolve_tokenizer(cfg.tokenizer)
-        kl_files = check_corpus(cfg.kl_corpus) if cfg.kl_corpus else [DEMO_ENGLISH]
-        base_tok, ext_tok = load_tokenizer(model_path), load_tokenizer(tok_path)
-        check_extends(base_tok, ext_tok, str(tok_path))  # before any slow work or output
-        with atomic_output_dir(out) as tmp:
-            model = load_model(model_path)
-            plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0],
-                             cfg.pad_to_multiple_of, tokenizer_path=str(tok_path))  # fmt: skip
-            probe = probe_hidden(model, base_tok, list(iter_documents(kl_files, max_docs=cfg.kl_max_docs)))
-            base_head = model.get_output_embeddings().weight.detach().clone()
-            tokens = ext_tok.convert_ids_to_tokens(list(plan.new_ids))
-            low, lowest = probe.low_direction(), probe.lowest_projection()
-            shift = remedy_shift(cfg, consistent=lowest > 0)
-            # padding logits <= -PADDING_LOW at every probe position; zero rows where no direction is
-            pad_row = -(PADDING_LOW / lowest) * low if lowest > 0 else torch.zeros_like(low)
-            extend_model(model, plan, cfg.method, tokens, load_fast(model_path), seed=cfg.seed,
-                         low=low, shift=shift, pad_row=pad_row)  # fmt: skip
-            figures = probe.measure(base_head, model.get_output_embeddings().weight, plan.n_base, plan.n_ext)
-            save_extended(model, ext_tok, tmp)
-            record = write_stage_json(
-                tmp, "init", cfg, time.perf_counter() - timer.start, method=cfg.method, output_remedy="shift" if shift else "none",
-                output_shift_nats=shift, tied=is_tied(model), n_base=plan.n_base, n_ext=plan.n_ext,
-                rows_before=plan.rows_before, rows_after=plan.rows_after, new_token_rows=len(plan.new_ids),
-                reused_padding_rows=plan.reused_rows, new_padding_rows=len(plan.new_padding),
-                probe_positions=len(probe.hidden), probe_corpus=[str(f) for f in kl_files], **figures,
-            )  # fmt: skip
-            mark_done(tmp)
+    start = time.perf_counter()
+    model_path, tok_path = resolve_model(cfg.model), resolve_tokenizer(cfg.tokenizer)
+    kl_files = check_corpus(cfg.kl_corpus) if cfg.kl_corpus else [DEMO_ENGLISH]
+    base_tok, ext_tok = load_tokenizer(model_path), load_tokenizer(tok_path)
+    check_extends(base_tok, ext_tok, str(tok_path))  # before any slow work or output
+    with atomic_output_dir(out) as tmp:
+        model = load_model(model_path)
+        figures = initialise(model, base_tok, ext_tok, cfg, kl_files, model_path=model_path)
+        save_extended(model, ext_tok, tmp)
+        record = write_stage_json(tmp, "init", cfg, time.perf_counter() - start, **figures)
+        mark_done(tmp)
     return record
 
 
-def load_fast(model_path: Path):
+def initialise(model: "PreTrainedModel", base_tok, ext_tok, cfg: InitConfig, kl_files: list[Path], *,
+               model_path: Path) -> dict[str, Any]:  # fmt: skip
+    """Resize and initialise ``model`` in place; return the figures stage.json records."""
+    from langadapt.corpus.readers import iter_documents
+    from langadapt.embeddings.probe import probe_hidden
+    from langadapt.embeddings.rows import plan_rows
+    from langadapt.eval.bpb import bf16_is_faster
     from langadapt.models import load_fast_tokenizer
 
-    return load_fast_tokenizer(model_path)
+    plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0],
+                     cfg.pad_to_multiple_of, tokenizer_path=cfg.tokenizer)  # fmt: skip
+    texts = list(iter_documents(kl_files, max_docs=cfg.kl_max_docs))
+    probe = probe_hidden(model, base_tok, texts, bf16=bf16_is_faster())
+    base_head = model.get_output_embeddings().weight.detach().clone()
+    low, lowest = probe.low_direction(), probe.lowest_projection()
+    shift = remedy_shift(cfg, consistent=lowest > 0)
+    # padding logits <= -PADDING_LOW at every probe position; zero rows where there is no such direction
+    pad_row = -(PADDING_LOW / lowest) * low if lowest > 0 else torch.zeros_like(low)
+    tokens = ext_tok.convert_ids_to_tokens(list(plan.new_ids))
+    extend_model(model, plan, cfg.method, tokens, load_fast_tokenizer(model_path), seed=cfg.seed,
+                 low=low, shift=shift, pad_row=pad_row)  # fmt: skip
+    return {
+        "method": cfg.method, "output_remedy": "shift" if shift else "none", "output_shift_nats": shift,
+        "tied": is_tied(model), "n_base": plan.n_base, "n_ext": plan.n_ext, "rows_before": plan.rows_before,
+        "rows_after": plan.rows_after, "new_token_rows": len(plan.new_ids),
+        "reused_padding_rows": plan.reused_rows, "new_padding_rows": len(plan.new_padding),
+        "probe_positions": len(probe.hidden), "probe_corpus": [str(f) for f in kl_files],
+        **probe.measure(base_head, model.get_output_embeddings().weight, plan.n_base, plan.n_ext),
+    }  # fmt: skip
 
 
 def remedy_shift(cfg: InitConfig, *, consistent: bool) -> float:
@@ -96,8 +102,6 @@ def remedy_shift(cfg: InitConfig, *, consistent: bool) -> float:
 def extend_model(model: "PreTrainedModel", plan: RowPlan, method: str, tokens: list[str], base_fast, *,
                  seed: int, low: "torch.Tensor", shift: float, pad_row: "torch.Tensor") -> None:  # fmt: skip
     """Resize ``model`` to ``plan.rows_after`` rows and set every new token and new padding row."""
-    import torch
-
     from langadapt.embeddings.rows import initial_rows
 
     tied = is_tied(model)
@@ -126,8 +130,6 @@ def extend_model(model: "PreTrainedModel", plan: RowPlan, method: str, tokens: l
 
 
 def _check_base_rows(model, old_in, old_out, n_base: int) -> None:
-    import torch
-
     same = torch.equal(model.get_input_embeddings().weight[:n_base], old_in[:n_base])
     if old_out is not None:
         same = same and torch.equal(model.get_output_embeddings().weight[:n_base], old_out[:n_base])

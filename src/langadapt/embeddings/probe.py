@@ -59,17 +59,20 @@ class Probe:
 
 
 def probe_hidden(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", texts: list[str],
-                 max_len: int = 512) -> Probe:  # fmt: skip
-    """Final hidden states of ``model`` on ``texts`` (each after the document-start token, cut at max_len)."""
+                 max_len: int = 512, bf16: bool = False) -> Probe:  # fmt: skip
+    """Final hidden states of ``model`` on ``texts`` (each after the document-start token, cut at max_len).
+
+    bf16 autocast is fine here: base and extended heads are scored from the same hidden states, so
+    their rounding does not bias the KL between them."""
     import torch
 
     from langadapt.eval.bpb import document_start, encode_documents
 
     start = document_start(tokenizer)
     states = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for ids in encode_documents(tokenizer, texts, start):
             x = torch.tensor([ids[:max_len]])
             # position 0 is the start token; its prediction is of the first token, so keep it
-            states.append(model.base_model(input_ids=x).last_hidden_state[0])
+            states.append(model.base_model(input_ids=x).last_hidden_state[0].float())
     return Probe(torch.cat(states))

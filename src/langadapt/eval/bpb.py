@@ -247,7 +247,10 @@ def print_bpb_table(rows: list[dict[str, Any]], as_json: bool = False) -> None:
 
     table = Table(title="bits per byte (lower is better)")
     for col in ("model", "corpus", "docs", "bytes", "tokens", "tokens/word", "bpb"):
-        table.add_column(col, justify="left" if col in ("model", "corpus") else "right")
+        if col in ("model", "corpus"):
+            table.add_column(col, overflow="fold")  # paths are the identity of a row: never cut them
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         table.add_row(r["model"], r["corpus"], str(r["docs"]), str(r["bytes"]), str(r["tokens"]),
                       f"{r['tokens_per_word']:.3f}", f"{r['bpb']:.4f}")  # fmt: skip

@@ -7,7 +7,10 @@ what the user expects.
 
 "Units" are the strings BPE merges never cross: the base's own pre-tokens, or, for a Metaspace tokenizer
 run with ``split=False`` (the whole text is one pre-token), the words between ``▁`` boundaries when no
-base token spans such a boundary. Counting units, not documents, keeps merge learning cheap.
+base token spans such a boundary. Counting units, not documents, keeps merge learning cheap. A base
+whose tokens do span word boundaries (a ``tokenizers`` BPE trained with ``split=False``, unlike
+SentencePiece's own models) keeps whole pre-tokens as units: still exact, but then memory grows with
+the corpus rather than with its vocabulary.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ BYTE_TOKEN = re.compile(r"^<0x[0-9A-F]{2}>$")
 COPIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                 "chat_template.json", "added_tokens.json")  # fmt: skip
 # Files that encode the old vocabulary in another format; they would disagree with the extension.
-STALE_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "vocab.txt")
+STALE_FILES = ("tokenizer.model", "vocab.json", "merges.txt")
 
 
 @dataclass
@@ -54,7 +57,9 @@ class BaseTokenizer:
     reserved_strings: set[str] = field(default_factory=set)
     """Strings a new token must not take (special tokens, ``<0xNN>`` byte tokens)."""
     merge_pairs: set[tuple[int, int]] = field(default_factory=set)
+    """The base's merges as id pairs (never learned again)."""
     _tokenizer: Any = field(default=None, repr=False)
+    """The parsed ``tokenizers.Tokenizer``."""
 
     @property
     def ignore_merges(self) -> bool:
@@ -62,10 +67,6 @@ class BaseTokenizer:
 
     def tokenizer(self) -> Tokenizer:
         """The base as a ``tokenizers.Tokenizer`` (parsed once; treat it as read-only)."""
-        from tokenizers import Tokenizer
-
-        if self._tokenizer is None:
-            self._tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         return self._tokenizer
 
 
@@ -73,10 +74,14 @@ def load_base(name_or_path: str | Path) -> BaseTokenizer:
     """Read and check a base tokenizer (model alias, model folder or tokenizer folder)."""
     folder = resolve_tokenizer(name_or_path)
     path = folder / "tokenizer.json"
+    from tokenizers import Tokenizer
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"tokenizer.json is not valid JSON ({exc})", path) from exc
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+        tokenizer = Tokenizer.from_str(text)
+    except Exception as exc:  # tokenizers raises plain Exception for a file it cannot read
+        raise UserError(f"cannot load tokenizer.json ({str(exc).splitlines()[0]})", path) from exc
     model = data.get("model") or {}
     kind = model.get("type")
     if kind != "BPE":
@@ -102,6 +107,7 @@ def load_base(name_or_path: str | Path) -> BaseTokenizer:
         barrier_ids=barrier,
         reserved_strings={t["content"] for t in added} | {strings[i] for i in barrier},
         merge_pairs={(vocab[a], vocab[b]) for a, b in merges if a in vocab and b in vocab},
+        _tokenizer=tokenizer,
     )  # fmt: skip
 
 

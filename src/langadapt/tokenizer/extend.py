@@ -49,9 +49,9 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
-# Fertility in extension.json is measured on at most this many documents per corpus: a report figure,
-# not worth encoding a 10 GB corpus twice.
-REPORT_MAX_DOCS = 5000
+# Fertility of the training corpora in extension.json uses at most this many documents each: an
+# in-sample report figure, not worth encoding a 10 GB corpus twice (held-out corpora are measured whole).
+REPORT_MAX_DOCS = 1000
 
 
 @dataclass
@@ -167,54 +167,62 @@ def extend(cfg: ExtendConfig, out: Path) -> dict[str, Any]:
     with atomic_output_dir(out) as tmp:
         start = time.perf_counter()
         base = load_base(cfg.base)
-        corpus = check_corpus(cfg.corpus, cfg.text_field)
-        english = check_corpus(cfg.english_corpus, cfg.text_field) if cfg.english_corpus else []
-        heldout = check_corpus(cfg.english_heldout, cfg.text_field) if cfg.english_heldout else []
-        target_heldout = check_corpus(cfg.target_heldout, cfg.text_field) if cfg.target_heldout else []
-
-        def docs(paths: list[Path], limit: int | None = None) -> Iterable[str]:
-            return iter_documents(paths, cfg.text_field, limit)
-
-        ext = plan_extension(base, docs(corpus, cfg.max_docs), num_new_tokens=cfg.num_new_tokens,
-                             min_frequency=cfg.min_frequency,
-                             english_texts=docs(english) if english else None)  # fmt: skip
+        paths = _corpora(cfg)
+        english = iter_documents(paths["english"], cfg.text_field) if paths["english"] else None
+        ext = plan_extension(base, iter_documents(paths["target"], cfg.text_field, cfg.max_docs),
+                             num_new_tokens=cfg.num_new_tokens, min_frequency=cfg.min_frequency,
+                             english_texts=english)  # fmt: skip
         if ext.added < cfg.num_new_tokens:
             log.warning("only %d of %d new tokens occur at least %d times in the corpus", ext.added,
                         cfg.num_new_tokens, cfg.min_frequency)  # fmt: skip
-        tokenizer_json = ext.tokenizer_json()
-        dropped = save_tokenizer_folder(base, tokenizer_json, tmp)
-        old, new = base.tokenizer(), ext.tokenizer()
-        limit = min(cfg.max_docs or REPORT_MAX_DOCS, REPORT_MAX_DOCS)
-        fert = {"target": _before_after(old, new, lambda: docs(corpus, limit))}
-        if target_heldout:
-            fert["target_heldout"] = _before_after(old, new, lambda: docs(target_heldout))
-        if english:
-            fert["english"] = _before_after(old, new, lambda: docs(english, REPORT_MAX_DOCS))
-        if heldout:
-            fert["english_heldout"] = _before_after(old, new, lambda: docs(heldout))
-        record = {
-            "base": str(cfg.base),
-            "style": base.style,
-            "base_vocab_size": old.get_vocab_size(with_added_tokens=True),
-            "requested": cfg.num_new_tokens,
-            "added": ext.added,
-            "new_vocab_size": new.get_vocab_size(with_added_tokens=True),
-            "first_new_id": base.first_new_id,
-            "new_merges": len(ext.merges),
-            "char_tokens": len(ext.char_tokens),
-            "english_reference_pairs": ext.english_pairs,
-            "english_heldout_changed": changed_docs(old, new, docs(heldout)) if heldout else None,
-            "dropped_files": dropped,
-            "fertility": fert,
-            "added_tokens": [token_text(base, t) for t in ext.new_tokens()],
-        }
+        dropped = save_tokenizer_folder(base, ext.tokenizer_json(), tmp)
+        record = {**_describe(cfg, base, ext, paths), "dropped_files": dropped}
         record["seconds"] = round(time.perf_counter() - start, 3)
         write_json_atomic(tmp / "extension.json", record)
         write_stage_json(tmp, "extend", cfg, record["seconds"], added=ext.added,
-                         new_vocab_size=record["new_vocab_size"], fertility=fert,
+                         new_vocab_size=record["new_vocab_size"], fertility=record["fertility"],
                          english_heldout_changed=record["english_heldout_changed"])  # fmt: skip
         mark_done(tmp)
     return {**record, "out": str(out)}
+
+
+def _corpora(cfg: ExtendConfig) -> dict[str, list[Path]]:
+    """The checked corpus files of each role (optional roles may be empty), failing early on bad ones."""
+    given = {"target": cfg.corpus, "target_heldout": cfg.target_heldout, "english": cfg.english_corpus,
+             "english_heldout": cfg.english_heldout}  # fmt: skip
+    return {role: check_corpus(files, cfg.text_field) if files or role == "target" else []
+            for role, files in given.items()}  # fmt: skip
+
+
+def _describe(cfg: ExtendConfig, base: BaseTokenizer, ext: Extension, paths: dict[str, list[Path]]) -> dict:
+    """extension.json without timings: sizes, the new tokens, fertility before and after per corpus."""
+    old, new = base.tokenizer(), ext.tokenizer()
+    fert = {}
+    for role, files in paths.items():
+        if not files:
+            continue
+        limit = None if role.endswith("heldout") else REPORT_MAX_DOCS
+        if role == "target" and cfg.max_docs:
+            limit = min(cfg.max_docs, REPORT_MAX_DOCS)
+        fert[role] = {name: fertility(tok, iter_documents(files, cfg.text_field, limit))
+                      for name, tok in (("before", old), ("after", new))}  # fmt: skip
+    heldout = paths["english_heldout"]
+    changed = changed_docs(old, new, iter_documents(heldout, cfg.text_field)) if heldout else None
+    return {
+        "base": str(cfg.base),
+        "style": base.style,
+        "base_vocab_size": old.get_vocab_size(with_added_tokens=True),
+        "requested": cfg.num_new_tokens,
+        "added": ext.added,
+        "new_vocab_size": new.get_vocab_size(with_added_tokens=True),
+        "first_new_id": base.first_new_id,
+        "new_merges": len(ext.merges),
+        "char_tokens": len(ext.char_tokens),
+        "english_reference_pairs": ext.english_pairs,
+        "english_heldout_changed": changed,
+        "fertility": fert,
+        "added_tokens": [token_text(base, t) for t in ext.new_tokens()],
+    }
 
 
 def save_tokenizer_folder(base: BaseTokenizer, tokenizer_json: dict[str, Any], out: Path) -> list[str]:
@@ -230,10 +238,6 @@ def save_tokenizer_folder(base: BaseTokenizer, tokenizer_json: dict[str, Any], o
         log.warning("%s is not copied: it holds the base vocabulary only; tokenizer.json is the extended "
                     "tokenizer", base.folder / name)  # fmt: skip
     return dropped
-
-
-def _before_after(old, new, texts) -> dict[str, dict[str, Any]]:
-    return {"before": fertility(old, texts()), "after": fertility(new, texts())}
 
 
 def changed_docs(old, new, texts: Iterable[str], batch_size: int = 256) -> dict[str, int]:

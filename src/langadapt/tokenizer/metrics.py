@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.corpus.readers import check_corpus, iter_documents
+from langadapt.errors import UserError
+from langadapt.tokenizer.base import BYTE_TOKEN
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-BYTE_TOKEN = re.compile(r"^<0x[0-9A-F]{2}>$")
 # Above this many non-space characters per whitespace word, a text is (mostly) written without spaces.
 UNSPACED_CHARS_PER_WORD = 12
 
@@ -36,9 +36,14 @@ def as_tokenizer(tokenizer: Any) -> Tokenizer:
     if hasattr(tokenizer, "backend_tokenizer"):  # transformers tokenizers backed by `tokenizers`
         return tokenizer.backend_tokenizer
     path = Path(tokenizer)
-    if path.is_file() and path.suffix == ".json":
-        return Tokenizer.from_file(str(path))
-    return load_fast_tokenizer(tokenizer)
+    try:
+        if path.is_file() and path.suffix == ".json":
+            return Tokenizer.from_file(str(path))
+        return load_fast_tokenizer(tokenizer)
+    except UserError:
+        raise
+    except Exception as exc:  # tokenizers raises plain Exception for a file it cannot read
+        raise UserError(f"cannot load the tokenizer ({str(exc).splitlines()[0]})", path) from exc
 
 
 def fertility(tokenizer: Any, texts: Iterable[str], *, batch_size: int = 256) -> dict[str, Any]:
