@@ -51,6 +51,6 @@ def test_shipped_accelerate_configs_load():
 
     kinds = {}
     for name in ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"):
-        kinds[name] = str(load_config_from_file(str(REPO / "configs" / "accelerate" / f"{name}.yaml")).distributed_type)
+        kinds[name] = (load_config_from_file(str(REPO / "configs" / "accelerate" / f"{name}.yaml")).distributed_type.value)
     assert kinds == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed-zero2": "DEEPSPEED",
                      "deepspeed-zero3": "DEEPSPEED"}  # fmt: skip

@@ -27,10 +27,10 @@ A finished folder holds::
   through its own seeded permutation of row indices.
 
 Why a numpy memmap and not ``datasets`` Arrow: measured in ``bench/pack_bench.py`` (figures in
-``bench/RESULTS.md``), a random row reads 5-10x faster from the memmap than from the same rows as an
-Arrow dataset (numpy format), batches of 8 random rows ~3x faster, and a sequential scan 1.4-2x; there is
-nothing to decode, and any process (DataLoader workers, every rank) maps the same files without a cache
-folder.
+``bench/RESULTS.md``), a random row reads 5-7x faster from the memmap than from the same rows as an
+Arrow dataset (numpy format), a batch of 8 random rows ~2.7x faster, and a sequential scan about as fast
+(0.9-1.7x); there is nothing to decode, and any process (DataLoader workers, every rank) maps the same
+files without a cache folder.
 
 Reader API (numpy only; import it from here or from :mod:`langadapt.data.reader`)::
 
@@ -58,19 +58,16 @@ Tokenization runs in ``workers`` processes (``encode_batch`` of the raw ``tokeni
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from langadapt.config import PackConfig
 from langadapt.corpus.readers import check_corpus
-from langadapt.data.stream import Encoder, Source
-from langadapt.data.tokens import SpecialTokens, file_sha256, special_tokens, tokenizer_fingerprint
-from langadapt.models import resolve_tokenizer
-from langadapt.runs import atomic_output_dir, mark_done, write_json_atomic, write_stage_json
 from langadapt.data.reader import (  # noqa: F401  (re-exported: the reader API lives with the format)
     FORMAT,
     INPUT_IDS,
@@ -81,7 +78,11 @@ from langadapt.data.reader import (  # noqa: F401  (re-exported: the reader API 
     load_pack_info,
     segment_lengths,
 )
+from langadapt.data.stream import Encoder, Source
+from langadapt.data.tokens import SpecialTokens, file_sha256, special_tokens, tokenizer_fingerprint
 from langadapt.errors import UserError
+from langadapt.models import resolve_tokenizer
+from langadapt.runs import atomic_output_dir, mark_done, write_json_atomic, write_stage_json
 
 TOKEN_DTYPE = np.uint32
 
@@ -105,7 +106,14 @@ class RowWriter:
         self.cursor = 0  # next free slot in the chunk
         self.tokens = 0  # tokens written in total (flushed + in the chunk)
         self.segments = 0
-        self._files = [open(folder / INPUT_IDS, "wb"), open(folder / POSITION_IDS, "wb")]
+        # Closed by close() / the with-block: the writer outlives any one function's scope.
+        self._files = [open(folder / INPUT_IDS, "wb"), open(folder / POSITION_IDS, "wb")]  # noqa: SIM115
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def add(self, doc: np.ndarray) -> None:
         """Append one document; where a row fills up, the rest starts the next row at position 0."""
@@ -127,6 +135,8 @@ class RowWriter:
         self.cursor = 0
 
     def close(self) -> None:
+        if self._files[0].closed:
+            return
         self.flush()
         for fh in self._files:
             fh.close()
@@ -155,9 +165,8 @@ def pack(cfg: PackConfig, out: Path) -> dict[str, Any]:
     with atomic_output_dir(out) as tmp:
         encoder = Encoder(tok_dir / "tokenizer.json", special, cfg.workers)
         try:
-            writer = RowWriter(tmp, cfg.seq_len)
-            truncated = _mix(cfg, sources, encoder, writer)
-            writer.close()
+            with RowWriter(tmp, cfg.seq_len) as writer:
+                truncated = _mix(cfg, sources, encoder, writer)
         finally:
             encoder.close()
         info = _pack_info(cfg, tok_dir, special, sources, writer, truncated)
@@ -208,14 +217,15 @@ def _pack_info(cfg: PackConfig, tok_dir: Path, special: SpecialTokens, sources: 
     from tokenizers import Tokenizer
 
     total = writer.tokens
+    shape = [total // cfg.seq_len, cfg.seq_len]
     return {
         "format": FORMAT,
         "storage": "numpy-memmap",
         "files": {
-            INPUT_IDS: {"dtype": np.dtype(TOKEN_DTYPE).name, "shape": [total // cfg.seq_len, cfg.seq_len]},
-            POSITION_IDS: {"dtype": position_dtype(cfg.seq_len).name, "shape": [total // cfg.seq_len, cfg.seq_len]},
+            INPUT_IDS: {"dtype": np.dtype(TOKEN_DTYPE).name, "shape": shape},
+            POSITION_IDS: {"dtype": position_dtype(cfg.seq_len).name, "shape": shape},
         },
-        "rows": total // cfg.seq_len,
+        "rows": shape[0],
         "seq_len": cfg.seq_len,
         "tokens": total,
         "tokens_requested": cfg.tokens,
@@ -232,9 +242,8 @@ def _pack_info(cfg: PackConfig, tok_dir: Path, special: SpecialTokens, sources: 
             "fingerprint": tokenizer_fingerprint(tok_dir),
             "tokenizer_json_sha256": file_sha256(tok_dir / "tokenizer.json"),
             "vocab_size": Tokenizer.from_file(str(tok_dir / "tokenizer.json")).get_vocab_size(True),
-            "eos": special.eos, "eos_id": special.eos_id,
-            "bos": special.bos, "bos_id": special.bos_id, "bos_reason": special.bos_reason,
-        },  # fmt: skip
+            **dataclasses.asdict(special),  # eos, eos_id, bos, bos_id, bos_reason
+        },
     }
 
 

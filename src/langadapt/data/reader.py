@@ -81,7 +81,7 @@ class PackedDataset:
             "position_ids": self.position_ids[i].astype(np.int64),
         }
 
-    def batch(self, indices: "np.ndarray | list[int]") -> dict[str, np.ndarray]:
+    def batch(self, indices: np.ndarray | list[int]) -> dict[str, np.ndarray]:
         """Several rows at once, shape (len(indices), seq_len), int64 (one fancy-indexed read)."""
         idx = np.asarray(indices, dtype=np.int64)
         return {

@@ -1,20 +1,23 @@
 """Streams of tokenized documents for packing: parallel batched encoding, epochs, bounded shuffling.
 
-The worker pool is driven by hand (``apply_async`` with at most a few batches in flight) because the
-ready-made routes do not stream: ``Pool.imap`` reads its whole input iterator ahead of the workers (so
-memory grows with the corpus), and ``datasets.map(num_proc=)`` needs the corpus materialised as an
-Arrow dataset first, while ``IterableDataset.map`` has no ``num_proc``. Results come back in submission
-order, so the output does not depend on the number of workers.
+The worker pool is driven by hand (``submit`` with at most a few batches in flight) because the
+ready-made routes do not stream: ``Pool.imap`` and ``Executor.map`` read their whole input iterator
+ahead of the workers (so memory grows with the corpus), and ``datasets.map(num_proc=)`` needs the corpus
+materialised as an Arrow dataset first, while ``IterableDataset.map`` has no ``num_proc``. Results come
+back in submission order, so the output does not depend on the number of workers. A
+``ProcessPoolExecutor`` rather than ``multiprocessing.Pool``: a worker that dies (killed for memory)
+raises ``BrokenProcessPool`` instead of leaving the packer waiting for ever.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import random
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +46,10 @@ def _encode(texts: list[str]) -> Encoded:
     """[BOS] + ids + [EOS] for every text, as one flat array (pickles far faster than lists of ints)."""
     special: SpecialTokens = _WORKER["special"]
     head = [] if special.bos_id is None else [special.bos_id]
-    docs = [head + enc.ids + [special.eos_id] for enc in _WORKER["tok"].encode_batch(texts, add_special_tokens=False)]
+    docs = [
+        head + enc.ids + [special.eos_id]
+        for enc in _WORKER["tok"].encode_batch(texts, add_special_tokens=False)
+    ]
     ends = np.cumsum([len(d) for d in docs], dtype=np.int64)
     flat = np.fromiter((t for d in docs for t in d), dtype=np.uint32, count=int(ends[-1]) if len(ends) else 0)
     return flat, ends
@@ -52,23 +58,25 @@ def _encode(texts: list[str]) -> Encoded:
 class Encoder:
     """Encodes batches of texts in ``workers`` processes (in this process when workers <= 1)."""
 
-    def __init__(self, tokenizer_json: Path, special: SpecialTokens, workers: int, batch_size: int = 64) -> None:
+    def __init__(
+        self, tokenizer_json: Path, special: SpecialTokens, workers: int, batch_size: int = 64
+    ) -> None:
         self.batch_size = batch_size
         self.max_in_flight = 2 * max(workers, 1)
-        self.pool = None
+        self.pool: ProcessPoolExecutor | None = None
         if workers > 1:
-            import multiprocessing as mp
-
             # spawn: the parent may already run Rayon threads (tokenizers), which fork would copy badly.
-            self.pool = mp.get_context("spawn").Pool(workers, _init_worker, (str(tokenizer_json), special, "1"))
+            self.pool = ProcessPoolExecutor(
+                workers, mp.get_context("spawn"), _init_worker, (str(tokenizer_json), special, "1")
+            )
         else:
             _init_worker(str(tokenizer_json), special, None)
 
     def encode(self, texts: Iterator[str]) -> Iterator[np.ndarray]:
         """Token arrays of ``texts`` in order, with a bounded number of batches ahead of the consumer."""
-        pending: deque[AsyncResult | Encoded] = deque()
+        pending: deque[Future | Encoded] = deque()
         for batch in _batches(texts, self.batch_size):
-            pending.append(self.pool.apply_async(_encode, (batch,)) if self.pool else _encode(batch))
+            pending.append(self.pool.submit(_encode, batch) if self.pool else _encode(batch))
             if len(pending) >= self.max_in_flight:
                 yield from _split(pending.popleft())
         while pending:
@@ -76,8 +84,7 @@ class Encoder:
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _batches(texts: Iterator[str], size: int) -> Iterator[list[str]]:
@@ -91,8 +98,8 @@ def _batches(texts: Iterator[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
-def _split(result: AsyncResult | Encoded) -> Iterator[np.ndarray]:
-    flat, ends = result.get() if isinstance(result, AsyncResult) else result
+def _split(result: Future | Encoded) -> Iterator[np.ndarray]:
+    flat, ends = result.result() if isinstance(result, Future) else result
     return iter(np.split(flat, ends[:-1]))
 
 

@@ -60,7 +60,9 @@ def special_tokens(tokenizer_dir: Path) -> SpecialTokens:
 
     eos = _token_content(cfg.get("eos_token"))
     if eos is None or tok.token_to_id(eos) is None:
-        raise UserError("tokenizer has no end-of-document (eos) token in tokenizer_config.json", tokenizer_dir)
+        raise UserError(
+            "tokenizer has no end-of-document (eos) token in tokenizer_config.json", tokenizer_dir
+        )
 
     # An explicit add_bos_token wins: transformers rebuilds the post-processor template from it on load.
     flag = cfg.get("add_bos_token")

@@ -36,6 +36,7 @@ def make_accelerator(cfg: PretrainConfig, out: Path) -> Any:
         step_scheduler_with_optimizer=False,  # we step it once per optimizer step, whatever the world size
         dynamo_backend="inductor" if cfg.compile else "no",
         log_with=trackers or None,
+        cpu=device.type == "cpu",  # without it, torchrun-launched CPU processes would not form a gloo group
         project_dir=str(out),
     )
 
