@@ -180,7 +180,9 @@ def main() -> None:
             print("| implementation | MinHash wall s | process CPU s | removed |\n|---|---:|---:|---:|")
             print(f"| datatrove, 4 stages, 1 task | {dt['step_seconds']['minhash_dedup']:.1f} | "
                   f"{dt['cpu_s']:.1f} (incl. start-up, jsonl read/write) | {dt['minhash_removed']} |")  # fmt: skip
-            print(f"| datasketch MinHash + MinHashLSH | {ds['seconds']:.1f} | {ds['cpu_s']:.1f} | {ds['removed']} |")
+            print(
+                f"| datasketch MinHash + MinHashLSH | {ds['seconds']:.1f} | {ds['cpu_s']:.1f} | {ds['removed']} |"
+            )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

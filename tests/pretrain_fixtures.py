@@ -35,15 +35,21 @@ def write_packed(out: Path, tokenizer_dir: Path, texts: list[str], seq_len: int)
     """Encode ``texts`` (+ EOS each) with the tokenizer and write a packed folder."""
     from transformers import AutoTokenizer
 
-    from langadapt.data.reader import FORMAT, INPUT_IDS, PACK_JSON, POSITION_IDS
-    from langadapt.data.tokens import tokenizer_fingerprint
-
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     docs = [tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in texts]
     ids, pos = pack_rows(docs, seq_len)
+    return write_arrays(out, tokenizer_dir, ids, pos)
+
+
+def write_arrays(out: Path, tokenizer_dir: Path, ids: np.ndarray, pos: np.ndarray) -> Path:
+    """A packed folder from ready (rows, seq_len) arrays."""
+    from langadapt.data.reader import FORMAT, INPUT_IDS, PACK_JSON, POSITION_IDS
+    from langadapt.data.tokens import tokenizer_fingerprint
+
+    seq_len = int(ids.shape[1])
     out.mkdir(parents=True, exist_ok=True)
-    ids.tofile(out / INPUT_IDS)
-    pos.tofile(out / POSITION_IDS)
+    ids.astype(np.uint32).tofile(out / INPUT_IDS)
+    pos.astype(np.uint16).tofile(out / POSITION_IDS)
     info = {
         "format": FORMAT, "rows": int(ids.shape[0]), "seq_len": seq_len,
         "files": {INPUT_IDS: {"dtype": "uint32"}, POSITION_IDS: {"dtype": "uint16"}},

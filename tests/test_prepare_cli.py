@@ -74,3 +74,12 @@ def test_bad_input_one_line_exit_2_nothing_written(case: str, expected: str, tmp
 def test_language_py3langid_cannot_identify(tmp_path: Path, good: Path, capsys) -> None:
     code, err = run_cli(["--input", str(good), "--lang", "yi", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "language_id" in err and err.count("\n") == 1
+
+
+def test_unfinished_run_with_other_settings_is_refused(tmp_path: Path, good: Path, capsys) -> None:
+    out = tmp_path / "out"
+    work_dir(out).mkdir()
+    (work_dir(out) / "run.json").write_text('{"config": {"lang": "ru"}, "files": []}')
+    code, err = run_cli(["--input", str(good), "--lang", "hu", "--out", str(out)], capsys)
+    assert code == 2 and "unfinished run with other settings" in err and err.count("\n") == 1
+    assert not out.exists() and sorted(p.name for p in work_dir(out).iterdir()) == ["run.json"]
