@@ -60,8 +60,15 @@ def documents(model_dir: Path, seq_len: int, n: int) -> list[list[int]]:
 
 def run_trainer(args: argparse.Namespace, model_dir: Path, docs: list[list[int]], flatten: bool) -> dict:
     import torch
-    from transformers import (AutoModelForCausalLM, DataCollatorForLanguageModeling, DataCollatorWithFlattening,
-                              AutoTokenizer, Trainer, TrainerCallback, TrainingArguments)  # fmt: skip
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,  # fmt: skip
+        DataCollatorForLanguageModeling,
+        DataCollatorWithFlattening,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
@@ -79,7 +86,7 @@ def run_trainer(args: argparse.Namespace, model_dir: Path, docs: list[list[int]]
     times: list[float] = []
 
     class Clock(TrainerCallback):
-        def on_step_begin(self, *a, **k):  # noqa: ANN002, ANN003
+        def on_step_begin(self, *a, **k):
             times.append(time.perf_counter())
 
     targs = TrainingArguments(
@@ -166,7 +173,7 @@ def main() -> None:
             work = Path(tmp) / variant
             cmd = [sys.executable, __file__, *sys.argv[1:], "--variant", variant, "--model-dir", str(model_dir),
                    "--work", str(work), "--bf16" if args.bf16 else "--no-bf16"]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True)
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
             line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:
                 print(out.stderr[-3000:], file=sys.stderr)

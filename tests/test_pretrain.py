@@ -10,11 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import pretrain_fixtures as pf
 import pytest
+import tiny
 import torch
 
-import pretrain_fixtures as pf
-import tiny
 from langadapt.config import PretrainConfig
 from langadapt.errors import UserError
 from langadapt.train.monitor import read_metrics
@@ -29,7 +29,8 @@ def packed(tmp_path_factory, bytelevel_tok, hu_texts, en_texts) -> Path:
 
 
 def _cfg(model: Path, data: Path, **kw) -> PretrainConfig:
-    base = dict(model=str(model), data=str(data), bf16=False, micro_batch=2, lr=1e-3, max_steps=4, warmup=1)
+    base = {"model": str(model), "data": str(data), "bf16": False, "micro_batch": 2, "lr": 1e-3, "max_steps": 4,
+            "warmup": 1}
     return PretrainConfig(**{**base, **kw})
 
 
@@ -121,6 +122,19 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path, tiny_tied, packed):
     a, b = _weights(out / "final"), _weights(tmp_path / "straight" / "final")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a finished folder rerun with another config: one line, exit 2, nothing touched
-    result = subprocess.run(_cli(tiny_tied, packed, out, steps + 1), capture_output=True, text=True, env=env)
+    result = subprocess.run(_cli(tiny_tied, packed, out, steps + 1), capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 2 and "resume folder from a different config" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_base_vocab_size_found_through_stage_json(tmp_path):
+    from langadapt.train.trainable import base_vocab_size
+
+    (tmp_path / "tokenizer").mkdir()
+    (tmp_path / "tokenizer" / "extension.json").write_text(json.dumps({"base_vocab_size": 49152}))
+    for name, key, target in (("model", "tokenizer", "tokenizer"), ("distill", "model", "model")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "stage.json").write_text(json.dumps({"config": {key: str(tmp_path / target)}}))
+    assert base_vocab_size(tmp_path / "distill") == 49152
+    with pytest.raises(UserError, match="extension.json"):
+        base_vocab_size(tmp_path / "tokenizer" / "..")  # a folder with neither

@@ -16,6 +16,8 @@ finished task (datatrove's completion markers) and ``out`` appears only when all
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import shutil
@@ -144,13 +146,38 @@ def prepare(cfg: PrepareConfig, out: Path) -> dict:
     _check_work(cfg, files, work)
     stages = build_stages(cfg, files, work, out, started=time.time())
     executors = make_executors(cfg, stages, work)
-    executors[-1].run()  # runs (or submits) every earlier stage through depends=
+    with _console_to_file(cfg, work / "console.log"):
+        executors[-1].run()  # runs (or submits) every earlier stage through depends=
     if cfg.executor == "slurm":
         return {"stage": "prepare", "submitted": True, "logs": str(work / "logs")}
     if not is_done(out):
         raise RuntimeError(f"corpus prepare ended without finishing {out}; see {work / 'logs'}")
     shutil.rmtree(work, ignore_errors=True)
     return json.loads((out / STAGE_JSON).read_text(encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def _console_to_file(cfg: PrepareConfig, path: Path):
+    """Send datatrove's console logging (INFO per block and task, hard-wired) to a file on local runs.
+
+    datatrove's task logger adds a loguru sink on whatever ``sys.stderr`` is when a task starts, so a
+    redirect here catches it (forked workers inherit it); its own per-task log files are kept as well.
+    Cluster executors keep their logs in their job folders and are left alone.
+    """
+    if cfg.executor != "local":
+        yield
+        return
+    from loguru import logger
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh, contextlib.redirect_stderr(fh):
+        logger.remove()  # loguru's default sink captured the real stderr at import time
+        logger.add(fh, level="INFO")
+        try:
+            yield
+        finally:
+            logger.remove()
+            logger.add(sys.stderr, level="WARNING")
 
 
 def print_summary(record: dict, stream: Any = sys.stdout) -> None:

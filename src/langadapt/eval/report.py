@@ -81,11 +81,12 @@ def summary_rows(run_dir: Path) -> tuple[list[str], list[tuple[str, list[float]]
     ext_path = Path(run_dir) / "tokenizer" / "extension.json"
     if ext_path.exists():
         fert = json.loads(ext_path.read_text())["fertility"]
-        rows = [
-            (f"{'target' if corpus == 'target' else 'English'} tokens/word",
-             [fert[corpus]["before"]["tokens_per_word"], fert[corpus]["after"]["tokens_per_word"]])
-            for corpus in ("target", "english") if corpus in fert
-        ]  # fmt: skip
+        rows = []
+        for corpus, title in (("target", "target"), ("english", "English")):
+            key = f"{corpus}_heldout" if f"{corpus}_heldout" in fert else corpus  # held-out text first
+            if key in fert:
+                before, after = fert[key]["before"], fert[key]["after"]
+                rows.append((f"{title} tokens/word", [before["tokens_per_word"], after["tokens_per_word"]]))
         return ["base", "extended"], rows
     return [], []
 

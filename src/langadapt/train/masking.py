@@ -97,7 +97,7 @@ def flex_block_mask(position_ids: torch.Tensor) -> Any:
 
     seg = segment_ids(position_ids)
 
-    def mask_mod(b, h, q_idx, kv_idx):  # noqa: ANN001 - flex's calling convention
+    def mask_mod(b, h, q_idx, kv_idx):
         return (kv_idx <= q_idx) & (seg[b, q_idx] == seg[b, kv_idx])
 
     batch, length = seg.shape

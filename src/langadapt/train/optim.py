@@ -30,7 +30,7 @@ def make_optimizer(cfg: PretrainConfig, groups: list[dict[str, Any]], device: to
 
 def warmup_steps(cfg: PretrainConfig, total_steps: int) -> int:
     """``warmup`` < 1 is a share of the steps, >= 1 a number of steps."""
-    return int(round(cfg.warmup * total_steps)) if cfg.warmup < 1 else int(cfg.warmup)
+    return round(cfg.warmup * total_steps) if cfg.warmup < 1 else int(cfg.warmup)
 
 
 def make_scheduler(cfg: PretrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:

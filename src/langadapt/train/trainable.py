@@ -41,19 +41,34 @@ class Selection:
     trainable_params: int
     """Trainable parameters (for new-embeddings: only the new rows)."""
     total_params: int
-    row_freeze: "RowFreeze | None" = None
+    row_freeze: RowFreeze | None = None
 
 
-def base_vocab_size(model_dir: Path, tokenizer_dir: Path | None = None) -> int:
-    """``base_vocab_size`` from ``extension.json`` (written by ``tokenizer extend``) in the model folder."""
-    for folder in [model_dir, tokenizer_dir]:
-        path = folder / EXTENSION_JSON if folder else None
-        if path and path.exists():
-            info = json.loads(path.read_text(encoding="utf-8"))
+def base_vocab_size(model_dir: Path) -> int:
+    """``base_vocab_size`` from ``extension.json`` (written by ``tokenizer extend``).
+
+    Looked for in the model folder, then along the folders its ``stage.json`` names (embeddings init
+    records its tokenizer, distill its model), so a run folder's model/ or distill/ finds tokenizer/.
+    """
+    seen: set[Path] = set()
+    todo = [Path(model_dir)]
+    while todo:
+        folder = todo.pop(0)
+        if folder in seen or not folder.is_dir():
+            continue
+        seen.add(folder)
+        ext = folder / EXTENSION_JSON
+        if ext.exists():
+            info = json.loads(ext.read_text(encoding="utf-8"))
             if "base_vocab_size" in info:
                 return int(info["base_vocab_size"])
+        stage = folder / "stage.json"
+        if stage.exists():
+            config = json.loads(stage.read_text(encoding="utf-8")).get("config", {})
+            todo += [Path(config[k]) for k in ("tokenizer", "model") if isinstance(config.get(k), str) and config[k]]
     raise UserError(
-        f"train 'new-embeddings' needs {EXTENSION_JSON} with base_vocab_size (from `tokenizer extend`)",
+        f"train 'new-embeddings' needs {EXTENSION_JSON} with base_vocab_size (from `tokenizer extend`) in the "
+        "model folder or a folder its stage.json names",
         model_dir,
     )
 
