@@ -1,6 +1,6 @@
 """New-row initialisations and DictaLM distillation on SmolLM2-135M + Hungarian tokens, in bits per byte.
 
-    python bench/embeddings_bench.py [--tokenizer DIR] [--docs 24] [--steps 30] [--calibrate-steps 15]
+    python bench/embeddings_bench.py [--tokenizer DIR] [--docs 12] [--steps 30] [--calibrate-steps 15]
 
 Rows: base model; the extended model initialised by random / HF default (``resize_token_embeddings``
 with transformers' mean_resizing) / mean-subword / mean-subword + shift remedy; the last one after
@@ -12,6 +12,7 @@ Without ``--tokenizer`` the extended tokenizer (8,000 tokens, hu/train) is built
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -77,10 +78,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokenizer", type=Path)
     ap.add_argument("--work", type=Path, default=Path("/tmp/embeddings_bench"))
-    ap.add_argument("--docs", type=int, default=24)
+    ap.add_argument("--docs", type=int, default=12)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--calibrate-steps", type=int, default=15)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--shift", type=float, default=2.0)
@@ -105,15 +106,13 @@ def main() -> None:
         print(row, flush=True)
 
     add("base", "smollm2-135m", 0.0, 0.0)
-    inits = {"random": dict(method="random", output_remedy="none"),
-             "mean-subword": dict(output_remedy="none"),
-             "mean-subword+shift": dict(output_remedy="shift", output_shift=args.shift)}  # fmt: skip
+    inits = {"random": {"method": "random", "output_remedy": "none"},
+             "mean-subword": {"output_remedy": "none"},
+             "mean-subword+shift": {"output_remedy": "shift", "output_shift": args.shift}}  # fmt: skip
     for name, kw in inits.items():
         out = args.work / f"init-{name}"
         if not out.exists():
             init_embeddings(InitConfig(model="smollm2-135m", tokenizer=str(tok_dir), **kw), out)
-        import json
-
         record = json.loads((out / "stage.json").read_text())
         add(name, out, record["seconds"], record["english_kl"])
     folder, seconds = hf_default(args.work, tok_dir)

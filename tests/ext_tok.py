@@ -19,8 +19,9 @@ def extend_tokenizer(base_dir: Path, texts: list[str], out: Path, num_new: int,
         from langadapt.tokenizer.extend import extend
     except ImportError:
         return _standin_extend(base_dir, texts, out, num_new)
-    from langadapt.config import ExtendConfig
     from tiny import write_jsonl
+
+    from langadapt.config import ExtendConfig
 
     corpus = write_jsonl(out.parent / f"{out.name}-corpus.jsonl", texts)
     extend(ExtendConfig(base=str(base_dir), corpus=[str(corpus)], num_new_tokens=num_new,

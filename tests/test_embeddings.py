@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import ext_tok
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import ext_tok
 from langadapt.config import DistillConfig, InitConfig
 from langadapt.embeddings.distill import distill
 from langadapt.embeddings.init import init_embeddings
@@ -118,7 +118,7 @@ def test_ablation_methods_set_every_new_row(tiny_tied, tmp_path, ext_tokenizer, 
 
 
 def _distill_cfg(init_dir: Path, base: Path, corpus: Path, **kw) -> DistillConfig:
-    settings = dict(steps=12, calibrate_steps=6, lr=1e-2, batch_size=4, seq_len=48, bf16=False)
+    settings = {"steps": 12, "calibrate_steps": 6, "lr": 1e-2, "batch_size": 4, "seq_len": 48, "bf16": False}
     settings.update(kw)
     return DistillConfig(model=str(init_dir), teacher=str(base), corpus=[str(corpus)], **settings)
 

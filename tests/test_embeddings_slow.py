@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ext_tok
 import pytest
 
-import ext_tok
 from langadapt.config import DistillConfig, InitConfig
 from langadapt.corpus.readers import iter_documents
 from langadapt.eval.bpb import bf16_is_faster, bpb_of_model

@@ -138,3 +138,25 @@ def test_base_vocab_size_found_through_stage_json(tmp_path):
     assert base_vocab_size(tmp_path / "distill") == 49152
     with pytest.raises(UserError, match="extension.json"):
         base_vocab_size(tmp_path / "tokenizer" / "..")  # a folder with neither
+
+
+def test_gradient_checkpointing_and_accumulation_keep_the_losses(tmp_path, tiny_tied, packed):
+    """Recomputation changes nothing; 2 micro-batches of 2 rows = 1 of 4 (loss over the whole step)."""
+    runs = {"plain": {"micro_batch": 4}, "ckpt": {"micro_batch": 4, "gradient_checkpointing": True},
+            "accum": {"micro_batch": 2, "grad_accum": 2}}  # fmt: skip
+    losses = {}
+    for name, kw in runs.items():
+        pretrain(_cfg(tiny_tied, packed, max_steps=3, **kw), tmp_path / name)
+        losses[name] = [r["loss"] for r in read_metrics(tmp_path / name / "metrics.jsonl")]
+    assert losses["ckpt"] == pytest.approx(losses["plain"], abs=1e-6)
+    assert losses["accum"] == pytest.approx(losses["plain"], abs=1e-5)
+
+
+@pytest.mark.slow  # inductor compiles the tiny model on CPU: ~15-30 s
+def test_compile_gives_the_same_run(tmp_path, tiny_tied, packed):
+    for comp in (False, True):
+        pretrain(_cfg(tiny_tied, packed, max_steps=2, compile=comp), tmp_path / str(comp))
+    a, b = (read_metrics(tmp_path / str(c) / "metrics.jsonl") for c in (False, True))
+    assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-5)
+    wa, wb = _weights(tmp_path / "False" / "final"), _weights(tmp_path / "True" / "final")
+    assert wa.keys() == wb.keys()  # no "_orig_mod." prefixes in final/

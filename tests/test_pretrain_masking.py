@@ -49,7 +49,7 @@ def test_packed_loss_equals_separate_documents(model, path):
     if path == "flex" and not masking._has_flex():
         pytest.skip("no flex_attention in this torch")
     model.set_attn_implementation("eager" if path == "eager" else masking.HF_IMPLEMENTATION[path])
-    kwargs = masking.forward_kwargs("flex" if path == "flex" else "sdpa", ids, pos)
+    kwargs = masking.forward_kwargs(path, ids, pos)
     model.train()  # train mode is where the cache trap bites; dropout is 0 in this config
     # flex_attention has no CPU backward (torch 2.13): its forward is what is checkable here.
     with torch.no_grad() if path == "flex" else torch.enable_grad():

@@ -195,7 +195,8 @@ def embeddings_distill(
     out: OutDir,
     steps: int = 100,
     calibrate_steps: int = 50,
-    lr: float = 1e-3,
+    lr: float = 3e-3,
+    calibrate_lr: Annotated[Optional[float], typer.Option(help="Stage-2 learning rate (default: lr / 10).")] = None,
     batch_size: int = 8,
     seq_len: int = 128,
     seed: int = 0,
@@ -207,7 +208,8 @@ def embeddings_distill(
     from langadapt.embeddings.distill import distill
 
     cfg = C.DistillConfig(model=model, teacher=teacher, corpus=_strs(corpus), steps=steps,
-                          calibrate_steps=calibrate_steps, lr=lr, batch_size=batch_size, seq_len=seq_len,
+                          calibrate_steps=calibrate_steps, lr=lr, calibrate_lr=calibrate_lr,
+                          batch_size=batch_size, seq_len=seq_len,
                           seed=seed, bf16=bf16, checkpoint_every=checkpoint_every, text_field=text_field)  # fmt: skip
     distill(cfg, out)
 

@@ -4,7 +4,9 @@ Stage 1 (distillation): everything frozen except the new input rows. The origina
 a span in the original tokenization, the extended model (student) in the new one; the loss is the mean
 squared distance of their final hidden states at aligned positions (``spans.py``).
 Stage 2 (calibration): new input rows and new output rows (of a tied matrix: the same rows) train with
-next-token loss on the target text, everything else frozen.
+next-token loss on the target text, everything else frozen, at ``calibrate_lr`` (default lr / 10): Adam
+moves every new output row by about lr per step even when its token never occurs in the batch, which at
+the stage-1 rate pushed all new logits down and made Hungarian bpb worse than the init (RESULTS.md).
 
 Only new rows are parameters (``split.py`` says why this and not a gradient mask), so base rows stay
 bit-identical; AdamW runs with weight decay 0 on them because decaying new rows towards zero would
@@ -23,9 +25,10 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -79,7 +82,7 @@ def distill(cfg: DistillConfig, out: Path) -> dict[str, Any]:
 def summary(progress: Progress, cfg: DistillConfig) -> dict[str, Any]:
     def ends(losses: list[float]) -> dict[str, float | None]:
         k = max(1, min(5, len(losses) // 4))
-        mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+        mean = lambda xs: sum(xs) / len(xs) if xs else None
         return {"first": mean(losses[:k]), "last": mean(losses[-k:])}
 
     return {
@@ -124,11 +127,12 @@ def train_new_rows(
         if steps == 0 or STAGES.index(stage) < STAGES.index(state.stage):
             continue
         with new_rows_trainable(student, n_base, n_ext, head=stage == "calibrate") as (params, head):
-            opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+            lr = stage_lr(cfg, stage)
+            opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
             if state.stage == stage and state.step > 0:
                 _restore(ckpt_dir, params, opt)
             loss_fn = _distill_loss(teacher) if stage == "distill" else _lm_loss(head)
-            _run_stage(stage, steps, spans, params, opt, loss_fn, student, cfg, state, bf16, ckpt_dir)
+            _run_stage(stage, steps, spans, params, opt, loss_fn, student, cfg, state, bf16, ckpt_dir, lr)
         if stage == "distill":
             state.stage, state.step = "calibrate", 0
         if after_stage is not None:
@@ -187,8 +191,15 @@ def lr_at(step: int, steps: int, lr: float) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def _run_stage(stage, steps, spans, params, opt, loss_fn, student, cfg, state, bf16, ckpt_dir) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+def stage_lr(cfg: DistillConfig, stage: str) -> float:
+    if stage == "distill":
+        return cfg.lr
+    return cfg.calibrate_lr if cfg.calibrate_lr is not None else cfg.lr / 10
+
+
+def _run_stage(stage, steps, spans, params, opt, loss_fn, student, cfg, state, bf16, ckpt_dir, lr) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+    from rich.progress import Progress as Bar
 
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn()]  # fmt: skip
@@ -197,7 +208,7 @@ def _run_stage(stage, steps, spans, params, opt, loss_fn, student, cfg, state, b
         while state.step < steps:
             t0 = time.perf_counter()
             for group in opt.param_groups:
-                group["lr"] = lr_at(state.step, steps, cfg.lr)
+                group["lr"] = lr_at(state.step, steps, lr)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = loss_fn(student, _batch(spans, stage, state.step, cfg))
             opt.zero_grad(set_to_none=True)

@@ -57,7 +57,7 @@ def init_embeddings(cfg: InitConfig, out: Path) -> dict[str, Any]:
     return record
 
 
-def initialise(model: "PreTrainedModel", base_tok, ext_tok, cfg: InitConfig, kl_files: list[Path], *,
+def initialise(model: PreTrainedModel, base_tok, ext_tok, cfg: InitConfig, kl_files: list[Path], *,
                model_path: Path) -> dict[str, Any]:  # fmt: skip
     """Resize and initialise ``model`` in place; return the figures stage.json records."""
     from langadapt.corpus.readers import iter_documents
@@ -99,8 +99,8 @@ def remedy_shift(cfg: InitConfig, *, consistent: bool) -> float:
     return 0.0
 
 
-def extend_model(model: "PreTrainedModel", plan: RowPlan, method: str, tokens: list[str], base_fast, *,
-                 seed: int, low: "torch.Tensor", shift: float, pad_row: "torch.Tensor") -> None:  # fmt: skip
+def extend_model(model: PreTrainedModel, plan: RowPlan, method: str, tokens: list[str], base_fast, *,
+                 seed: int, low: torch.Tensor, shift: float, pad_row: torch.Tensor) -> None:  # fmt: skip
     """Resize ``model`` to ``plan.rows_after`` rows and set every new token and new padding row."""
     from langadapt.embeddings.rows import initial_rows
 
@@ -137,7 +137,7 @@ def _check_base_rows(model, old_in, old_out, n_base: int) -> None:
         raise AssertionError("base embedding rows changed during init")
 
 
-def save_extended(model: "PreTrainedModel", tokenizer, folder: Path) -> None:
+def save_extended(model: PreTrainedModel, tokenizer, folder: Path) -> None:
     from langadapt.models import save_model
 
     # generation must be able to stop and pad with ids the new tokenizer knows

@@ -24,10 +24,10 @@ CHUNK = 1024
 
 @dataclass
 class Probe:
-    hidden: "torch.Tensor"
+    hidden: torch.Tensor
     """Final (post-norm) hidden states at every position of the probe text, (positions, dim)."""
 
-    def low_direction(self) -> "torch.Tensor":
+    def low_direction(self) -> torch.Tensor:
         """d with mean(h · d) = 1 over the probe positions: subtracting D·d from an output row lowers its
         logit by D nats on average. Final hidden states share a large mean component (SmolLM2: h·d is
         0.26–1.5, mean 1), so the shift is nearly uniform across positions."""
@@ -38,7 +38,7 @@ class Probe:
         """min over positions of h · low_direction(); > 0 means shifting along it lowers every logit."""
         return (self.hidden.float() @ self.low_direction()).min().item()
 
-    def measure(self, base_head: "torch.Tensor", ext_head: "torch.Tensor", n_base: int,
+    def measure(self, base_head: torch.Tensor, ext_head: torch.Tensor, n_base: int,
                 n_ext: int) -> dict[str, float]:  # fmt: skip
         """KL(base || ext), and the probability mass the extended head puts on new tokens and on padding."""
         import torch
@@ -58,7 +58,7 @@ class Probe:
         return {"english_kl": kl / n, "english_new_token_mass": new_mass / n, "english_padding_mass": pad_mass / n}
 
 
-def probe_hidden(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", texts: list[str],
+def probe_hidden(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str],
                  max_len: int = 512, bf16: bool = False) -> Probe:  # fmt: skip
     """Final hidden states of ``model`` on ``texts`` (each after the document-start token, cut at max_len).
 

@@ -46,7 +46,7 @@ class RowPlan:
 
 
 def plan_rows(
-    base_tok: "PreTrainedTokenizerBase", ext_tok: "PreTrainedTokenizerBase", rows_before: int,
+    base_tok: PreTrainedTokenizerBase, ext_tok: PreTrainedTokenizerBase, rows_before: int,
     pad_to_multiple_of: int | None, *, tokenizer_path: str = "",
 ) -> RowPlan:  # fmt: skip
     """Check that ``ext_tok`` extends ``base_tok`` (every base token keeps its id) and plan the rows."""
@@ -60,7 +60,7 @@ def plan_rows(
     return RowPlan(n_base=n_base, n_ext=n_ext, rows_before=rows_before, rows_after=rows)
 
 
-def check_extends(base_tok: "PreTrainedTokenizerBase", ext_tok: "PreTrainedTokenizerBase",
+def check_extends(base_tok: PreTrainedTokenizerBase, ext_tok: PreTrainedTokenizerBase,
                   tokenizer_path: str = "") -> None:  # fmt: skip
     """UserError unless every base token keeps its id in ``ext_tok`` and ids stay contiguous."""
     base_vocab, ext_vocab = base_tok.get_vocab(), ext_tok.get_vocab()
@@ -83,7 +83,7 @@ def subword_ids(base_fast, token: str) -> list[int]:
     return [t.id for t in base_fast.model.tokenize(token)]
 
 
-def mean_subword_rows(weight: "torch.Tensor", base_fast, tokens: list[str], n_base: int) -> "torch.Tensor":
+def mean_subword_rows(weight: torch.Tensor, base_fast, tokens: list[str], n_base: int) -> torch.Tensor:
     """Row of each new token = mean of the base rows of its base-tokenizer pieces (SambaLingo)."""
     import torch
 
@@ -95,11 +95,11 @@ def mean_subword_rows(weight: "torch.Tensor", base_fast, tokens: list[str], n_ba
     return out
 
 
-def mean_rows(weight: "torch.Tensor", n_base: int, count: int) -> "torch.Tensor":
+def mean_rows(weight: torch.Tensor, n_base: int, count: int) -> torch.Tensor:
     return weight[:n_base].mean(0, keepdim=True).expand(count, -1).clone()
 
 
-def random_rows(weight: "torch.Tensor", n_base: int, count: int, seed: int) -> "torch.Tensor":
+def random_rows(weight: torch.Tensor, n_base: int, count: int, seed: int) -> torch.Tensor:
     """Normal(0, std of the base rows' entries), from a seeded generator."""
     import torch
 
@@ -108,8 +108,8 @@ def random_rows(weight: "torch.Tensor", n_base: int, count: int, seed: int) -> "
     return (torch.randn((count, weight.shape[1]), generator=gen) * std).to(weight.dtype)
 
 
-def initial_rows(method: str, weight: "torch.Tensor", base_fast, tokens: list[str], n_base: int,
-                 seed: int) -> "torch.Tensor":  # fmt: skip
+def initial_rows(method: str, weight: torch.Tensor, base_fast, tokens: list[str], n_base: int,
+                 seed: int) -> torch.Tensor:  # fmt: skip
     if method == "mean-subword":
         return mean_subword_rows(weight, base_fast, tokens, n_base)
     if method == "mean":

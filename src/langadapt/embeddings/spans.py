@@ -11,6 +11,7 @@ Every sequence starts with the document-start token of ``langadapt.eval.bpb`` (s
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ def cut_document(text: str, teacher, seq_len: int) -> list[str]:
     """Consecutive pieces of ``text`` of ``seq_len`` teacher tokens each (cut at token starts)."""
     offsets = teacher.encode(text, add_special_tokens=False).offsets
     cuts = [offsets[i][0] for i in range(0, len(offsets), seq_len)] + [len(text)]
-    return [text[a:b] for a, b in zip(cuts, cuts[1:]) if text[a:b].strip()]
+    return [text[a:b] for a, b in itertools.pairwise(cuts) if text[a:b].strip()]
 
 
 def build_spans(docs: Iterable[str], teacher, student, *, start_id: int, n_base: int, seq_len: int,

@@ -46,13 +46,13 @@ class SplitHead(SplitRows):
         return nn.functional.linear(hidden, self.matrix().to(hidden.dtype))
 
 
-def is_tied(model: "PreTrainedModel") -> bool:
+def is_tied(model: PreTrainedModel) -> bool:
     return model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
 @contextlib.contextmanager
 def new_rows_trainable(
-    model: "PreTrainedModel", start: int, stop: int, *, head: bool
+    model: PreTrainedModel, start: int, stop: int, *, head: bool
 ) -> Iterator[tuple[list[nn.Parameter], SplitHead | None]]:
     """Inside the block only rows [start, stop) are trainable: of the input matrix, and with ``head``
     of the output matrix too (the same parameter when tied). Yields (parameters, head module to compute

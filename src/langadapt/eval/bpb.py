@@ -48,7 +48,7 @@ class DocStart:
     """Why this token: 'tokenizer prefix', 'document separator' or 'eos'."""
 
 
-def document_start(tokenizer: "PreTrainedTokenizerBase") -> DocStart:
+def document_start(tokenizer: PreTrainedTokenizerBase) -> DocStart:
     """The token every document is read after; decided from the tokenizer alone (see module doc)."""
     with_specials = tokenizer("a", add_special_tokens=True)["input_ids"]
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
@@ -63,7 +63,7 @@ def document_start(tokenizer: "PreTrainedTokenizerBase") -> DocStart:
     raise UserError("the tokenizer has no BOS, <|endoftext|> or EOS token to start a document with")
 
 
-def encode_documents(tokenizer: "PreTrainedTokenizerBase", texts: list[str], start: DocStart) -> list[list[int]]:
+def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str], start: DocStart) -> list[list[int]]:
     """Token ids of each document, after the document-start token."""
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
     return [[start.token_id, *ids] for ids in encoded]
@@ -89,7 +89,7 @@ def windows(n: int, max_len: int, stride: int) -> list[tuple[int, int, int]]:
 
 
 def sequence_nats(
-    model: "PreTrainedModel",
+    model: PreTrainedModel,
     sequences: list[list[int]],
     *,
     batch_size: int = 8,
@@ -143,8 +143,8 @@ def _window_nats(model, ids, mask, targets, bf16: bool) -> list[float]:
 
 
 def bpb_of_model(
-    model: "PreTrainedModel",
-    tokenizer: "PreTrainedTokenizerBase",
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     texts: list[str],
     *,
     batch_size: int = 8,
@@ -188,14 +188,15 @@ def bpb_of_model(
     }
 
 
-def bf16_is_faster(device: "torch.device | str" = "cpu") -> bool:
+def bf16_is_faster(device: torch.device | str = "cpu") -> bool:
     """bf16 autocast pays off on GPUs and on CPUs with native bf16 (AVX512-BF16 / AMX)."""
     import torch
 
     if torch.device(device).type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
-        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            flags = fh.read()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -157,7 +157,7 @@ class Trainer:
 
     @property
     def model_config(self) -> Any:
-        return self.accelerator.unwrap_model(self.model).config
+        return self.accelerator.unwrap_model(self.model, keep_torch_compile=False).config
 
     # ------------------------------------------------------------------------------------- evaluate
 
@@ -215,7 +215,9 @@ class Trainer:
         state_dict = acc.get_state_dict(self.model)
         if folder is None:
             return
-        model = acc.unwrap_model(self.model)
+        # torch.compile's wrapper would prefix every key with "_orig_mod." (accelerate keeps it).
+        state_dict = {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
+        model = acc.unwrap_model(self.model, keep_torch_compile=False)
         model.config.use_cache = True  # for generation later; training turned it off
         model.save_pretrained(folder, state_dict=state_dict, save_function=acc.save)
         model.config.use_cache = False

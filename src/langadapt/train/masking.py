@@ -19,6 +19,7 @@ Paths (``PretrainConfig.attention``):
               so the cost falls with shorter documents). Needs torch.compile to be fast.
 - ``flash`` : flash-attention varlen through transformers' ``flash_attention_2`` path with explicit
               ``cu_seq_lens`` over the flattened batch (needs the ``flash-attn`` package and a GPU).
+- ``eager`` : the same mask as 0 / -inf added to the scores (models without SDPA; internal, tested).
 - ``auto``  : flex on CUDA when available, else sdpa.
 """
 
@@ -31,7 +32,7 @@ import torch
 IGNORE = -100
 """Label value the loss skips (transformers' ignore_index)."""
 
-HF_IMPLEMENTATION = {"sdpa": "sdpa", "flex": "flex_attention", "flash": "flash_attention_2"}
+HF_IMPLEMENTATION = {"sdpa": "sdpa", "flex": "flex_attention", "flash": "flash_attention_2", "eager": "eager"}
 """Our attention path -> the model's ``attn_implementation``."""
 
 
@@ -91,6 +92,12 @@ def sdpa_mask(position_ids: torch.Tensor) -> torch.Tensor:
     return (same & causal)[:, None]
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The boolean mask as 0 / most-negative floats, for attention that adds the mask to its scores."""
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)
+
+
 def flex_block_mask(position_ids: torch.Tensor) -> Any:
     """A flex_attention ``BlockMask`` with the same meaning as :func:`sdpa_mask`."""
     from torch.nn.attention.flex_attention import create_block_mask
@@ -124,6 +131,8 @@ def forward_kwargs(path: str, input_ids: torch.Tensor, position_ids: torch.Tenso
     }
     if path == "sdpa":
         kwargs["attention_mask"] = sdpa_mask(position_ids)
+    elif path == "eager":  # eager attention *adds* the mask to the scores: a boolean one would be wrong
+        kwargs["attention_mask"] = additive_mask(sdpa_mask(position_ids))
     elif path == "flex":
         kwargs["attention_mask"] = flex_block_mask(position_ids)
     elif path == "flash":

@@ -23,8 +23,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float,
 
 
 def make_optimizer(cfg: PretrainConfig, groups: list[dict[str, Any]], device: torch.device) -> torch.optim.AdamW:
-    # fused AdamW is the fastest on CUDA; on CPU the default foreach path is what torch tests most.
-    fused = device.type == "cuda"
+    # Fused AdamW exists for CUDA and CPU (torch >= 2.4). On CPU torch's default is the per-tensor loop
+    # (foreach is CUDA-only), measured at ~1 s per step on a 135M-shaped model here: fused is the fix.
+    fused = device.type in ("cuda", "cpu")
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=fused)
 
 
