@@ -18,6 +18,7 @@ Peak memory: max RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import subprocess
@@ -103,7 +104,7 @@ def run_trainer(args: argparse.Namespace, model_dir: Path, docs: list[list[int]]
     tokens = sum(counts[1 : args.steps])
     return {"tokens_per_s": tokens / (times[-1] - times[1]), "cpu_s_per_step": (time.process_time() - cpu0) / args.steps,
             "docs_per_step": per_step, "tokens_per_step": counts[: args.steps],
-            "step_s": [round(b - a, 3) for a, b in zip(times, times[1:])]}  # fmt: skip
+            "step_s": [round(b - a, 3) for a, b in itertools.pairwise(times)]}  # fmt: skip
 
 
 def run_ours(args: argparse.Namespace, model_dir: Path, docs: list[list[int]]) -> dict:
