@@ -54,7 +54,7 @@ def test_full_run_writes_final_metrics_and_skips_when_done(tmp_path, tiny_tied, 
     assert (tmp_path / "run" / "stage.json").read_text() == before
 
 
-@pytest.mark.parametrize("spec", ["embeddings", "new-embeddings", "layers.1.mlp"])
+@pytest.mark.parametrize("spec", ["embeddings", "new-embeddings", "layers.1.mlp", "new-embeddings,layers.1"])
 def test_what_trains(tmp_path, tiny_untied_padded, packed, spec):
     base = 500  # pretend rows >= 500 were added by `tokenizer extend`
     model_dir = tmp_path / "m"
@@ -70,8 +70,11 @@ def test_what_trains(tmp_path, tiny_untied_padded, packed, spec):
     if spec == "layers.1.mlp":
         assert changed and all(".layers.1.mlp." in k for k in changed)
         return
-    assert changed == emb
-    if spec == "new-embeddings":
+    if spec == "new-embeddings,layers.1":  # a union: block 1 and the new embedding rows
+        assert changed - emb and all(".layers.1." in k for k in changed - emb)
+    else:
+        assert changed == emb
+    if spec.startswith("new-embeddings"):
         from transformers import AutoTokenizer
 
         n_tok = len(AutoTokenizer.from_pretrained(model_dir))

@@ -253,7 +253,7 @@ class PretrainConfig:
     eval_english: list[str] = field(default_factory=list)
     """Held-out English text for bits-per-byte evaluation."""
     train: str = "full"
-    """What trains: full, embeddings, new-embeddings, or comma-separated module name patterns."""
+    """What trains: a comma-separated union of full, embeddings, new-embeddings (only the rows the tokenizer added) and module-name patterns, e.g. 'new-embeddings,layers,norm'."""
     lr: float = 1e-4
     """Peak learning rate (SambaLingo: 1e-4)."""
     min_lr_ratio: float = 0.0

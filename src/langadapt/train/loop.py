@@ -62,7 +62,7 @@ class Trainer:
         model.config.use_cache = False  # see masking.py: a cache turns packed-sequence masking off
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        base = trainable.base_vocab_size(model_dir) if cfg.train == "new-embeddings" else None
+        base = trainable.base_vocab_size(model_dir) if trainable.wants_row_freeze(cfg.train) else None
         self.selection = trainable.select(model, cfg.train, vocab_size=len(self.tokenizer), base_vocab=base)
         frozen_rows = self.selection.row_freeze
         if frozen_rows is not None:

@@ -1,4 +1,4 @@
-"""What trains: ``full``, ``embeddings``, ``new-embeddings`` or comma-separated module-name patterns.
+"""What trains: a comma-separated union of ``full``, ``embeddings``, ``new-embeddings`` and module-name patterns.
 
 ``new-embeddings`` trains only the rows the tokenizer added (``base_vocab_size <= id < len(tokenizer)``)
 of the input and output matrices. Two things keep every other row *bit-identical*:
@@ -73,29 +73,51 @@ def base_vocab_size(model_dir: Path) -> int:
     )
 
 
+def spec_items(spec: str) -> list[str]:
+    """``"new-embeddings, layers"`` -> ``["new-embeddings", "layers"]``."""
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def wants_row_freeze(spec: str) -> bool:
+    """Only the new rows of the embedding matrices train (not the whole matrices)."""
+    items = spec_items(spec)
+    return "new-embeddings" in items and not {"full", "embeddings"} & set(items)
+
+
 def select(model: torch.nn.Module, spec: str, *, vocab_size: int | None = None,
            base_vocab: int | None = None) -> Selection:  # fmt: skip
-    """Set ``requires_grad`` per ``spec``; for new-embeddings also return the row freezer."""
+    """Set ``requires_grad`` per ``spec``; with new-embeddings also return the row freezer.
+
+    ``spec`` is a comma-separated union of ``full``, ``embeddings``, ``new-embeddings`` and module-name
+    patterns, so ``new-embeddings,layers,norm`` trains every transformer block and only the new rows of
+    the embedding matrices (what the demo trains: English keeps its token rows exactly).
+    """
     total = sum(p.numel() for p in model.parameters())
     names = dict(model.named_parameters(remove_duplicate=True))
-    if spec == "full":
-        chosen = set(names)
-    elif spec in ("embeddings", "new-embeddings"):
-        chosen = {n for n, p in names.items() if any(p is e for e in _embedding_matrices(model))}
-    else:
-        chosen = _match_patterns(names, [s.strip() for s in spec.split(",") if s.strip()])
+    matrices = {n for n, p in names.items() if any(p is e for e in _embedding_matrices(model))}
+    chosen: set[str] = set()
+    for item in spec_items(spec):
+        if item == "full":
+            chosen |= set(names)
+        elif item in ("embeddings", "new-embeddings"):
+            chosen |= matrices
+        else:
+            chosen |= _match_patterns(names, [item])
+    if not chosen:
+        raise UserError(f"train {spec!r} selects no parameter")
     for name, param in names.items():
         param.requires_grad_(name in chosen)
     row_freeze = None
     trainable = sum(names[n].numel() for n in chosen)
-    if spec == "new-embeddings":
+    if wants_row_freeze(spec):
         if base_vocab is None or vocab_size is None:
             raise ValueError("new-embeddings needs base_vocab and vocab_size")
         if not 0 < base_vocab < vocab_size:
             raise UserError(f"new-embeddings: base_vocab_size {base_vocab} leaves no new rows "
                             f"(tokenizer has {vocab_size})")  # fmt: skip
         row_freeze = RowFreeze(_embedding_matrices(model), base_vocab, vocab_size)
-        trainable = (vocab_size - base_vocab) * sum(p.shape[1] for p in row_freeze.params)
+        trainable -= sum(names[n].numel() for n in chosen & matrices)
+        trainable += (vocab_size - base_vocab) * sum(p.shape[1] for p in row_freeze.params)
     return Selection(sorted(chosen), trainable, total, row_freeze)
 
 
