@@ -50,10 +50,12 @@ def en_corpus(tmp_path, en_texts) -> Path:
     return tiny.write_jsonl(tmp_path / "en.jsonl", en_texts)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Keep the real model cache (slow tests) but never write into the user's home from fast tests."""
-    import os
+@pytest.fixture()
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread is faster and avoids spin-waiting."""
+    import torch
 
-    if "LANGADAPT_CACHE" not in os.environ:
-        monkeypatch.setenv("LANGADAPT_CACHE", str(Path.home() / ".cache" / "langadapt"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -356,10 +356,20 @@ def expand_multi_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _quiet_libraries() -> None:
+    """No per-file "Loading weights" bars from transformers: stages print their own progress."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data path is local
+
+
 def main(argv: list[str] | None = None) -> None:
     import click
 
     args = expand_multi_values(sys.argv[1:] if argv is None else argv)
+    _quiet_libraries()
     try:
         app(args=args, prog_name="langadapt", standalone_mode=False)
     except UserError as exc:

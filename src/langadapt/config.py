@@ -105,8 +105,8 @@ class PrepareConfig:
 
 @dataclass(kw_only=True)
 class ExtendConfig:
-    base: str = "smollm2-135m"
-    """Base model alias or folder whose tokenizer is extended."""
+    base: str = ""
+    """Base model alias or folder whose tokenizer is extended (recipe: the recipe's base_model)."""
     corpus: list[str] = field(default_factory=list)
     """Target-language training text."""
     english_corpus: list[str] = field(default_factory=list)
@@ -133,8 +133,8 @@ class ExtendConfig:
 
 @dataclass(kw_only=True)
 class InitConfig:
-    model: str = "smollm2-135m"
-    """Base model alias or folder."""
+    model: str = ""
+    """Base model alias or folder (recipe: the recipe's base_model)."""
     tokenizer: str = ""
     """Extended tokenizer folder (from tokenizer extend)."""
     method: str = "mean-subword"
@@ -169,8 +169,8 @@ class InitConfig:
 class DistillConfig:
     model: str = ""
     """Initialised extended model folder (from embeddings init)."""
-    teacher: str = "smollm2-135m"
-    """The original model, reading the original tokenization."""
+    teacher: str = ""
+    """The original model, reading the original tokenization (recipe: the recipe's base_model)."""
     corpus: list[str] = field(default_factory=list)
     """Target-language text."""
     steps: int = 100

@@ -9,6 +9,7 @@ thing the runner knows about stages.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,10 @@ def run_recipe(recipe: C.Recipe, *, dry_run: bool = False, log: Callable[[str], 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "recipe.yaml", C.dump_recipe(recipe))
     for stage in stages:
-        if not is_done(stage.out):
-            stage_function(stage.name)(stage.config, stage.out)
+        if is_done(stage.out):
+            continue
+        started = time.perf_counter()
+        log(f"[{stage.name}] started")
+        stage_function(stage.name)(stage.config, stage.out)
+        log(f"[{stage.name}] done in {time.perf_counter() - started:.1f} s")
     return run_dir

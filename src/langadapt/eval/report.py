@@ -23,7 +23,7 @@ def model_label(path: str) -> str:
     p = Path(path)
     if p.name == "final":
         return p.parent.name
-    return p.name if p.exists() else str(path)
+    return {"model": "init"}.get(p.name, p.name) if p.exists() else str(path)
 
 
 def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
@@ -51,7 +51,8 @@ def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                                          max_len=cfg.max_len, stride=cfg.stride, bf16=bf16)  # fmt: skip
                     for corpus, docs in texts.items()
                 }
-            results.append({"label": model_label(name), "model": str(name), **scores})
+            label = "base" if not results else model_label(name)  # the runner lists the base model first
+            results.append({"label": label, "model": str(name), **scores})
             del model
         metrics = {"models": results, "docs": {k: len(v) for k, v in texts.items()}}
         write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
@@ -67,7 +68,10 @@ def load_metrics(run_dir: Path) -> dict[str, Any] | None:
 
 
 def summary_rows(run_dir: Path) -> tuple[list[str], list[tuple[str, list[float]]]]:
-    """(model labels, [(metric name, value per model)]) from the eval, else from the tokenizer stage."""
+    """(model labels, [(metric name, value per model)]) from the eval, else from the tokenizer stage.
+
+    Metric names read "<text> <metric>", e.g. "target bits/byte".
+    """
     metrics = load_metrics(run_dir)
     if metrics:
         labels = [m["label"] for m in metrics["models"]]
@@ -108,12 +112,14 @@ def print_summary(run_dir: Path) -> None:
         console.print(f"nothing evaluated yet in {run_dir}")
         return
     table = Table(title=f"{run_dir}: base vs adapted (lower is better)")
+    table.add_column("text")
     table.add_column("metric")
     for label in labels:
         table.add_column(label, justify="right")
-    table.add_column(f"{labels[-1]} vs {labels[0]}", justify="right")
+    table.add_column("change", justify="right")
     for name, values in rows:
-        table.add_row(name, *[f"{v:.3f}" for v in values], _change(values))
+        text, metric = name.split(" ", 1)
+        table.add_row(text, metric, *[f"{v:.3f}" for v in values], _change(values))
     console.print(table)
     if (Path(run_dir) / "report.md").exists():
         console.print(f"report: {Path(run_dir) / 'report.md'}")

@@ -1,0 +1,90 @@
+"""`langadapt run`: every stage of a recipe on a tiny model, the report, and skip-on-rerun."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import tiny
+
+from langadapt.cli import main
+
+RECIPE = """
+name: tiny
+base_model: {model}
+target_lang: hu
+runs_dir: {runs}
+data:
+  target_train: hu.jsonl
+  target_valid: hu-valid.jsonl
+  english_train: en.jsonl
+  english_valid: en-valid.jsonl
+prepare:
+  language_id: false
+  minhash_dedup: false
+extend:
+  num_new_tokens: 60
+init: {{}}
+distill:
+  steps: 2
+  calibrate_steps: 1
+  batch_size: 2
+  seq_len: 32
+  bf16: false
+pack:
+  ratio: 0.75
+  seq_len: 64
+  tokens: 2048
+  workers: 1
+pretrain:
+  train: new-embeddings,layers
+  lr: 1.0e-3
+  micro_batch: 2
+  max_steps: 3
+  bf16: false
+  eval_max_docs: 4
+eval:
+  max_docs: 4
+  max_len: 64
+  stride: 32
+"""
+
+
+@pytest.fixture()
+def recipe(tmp_path, tiny_tied, hu_texts, en_texts):
+    tiny.write_jsonl(tmp_path / "hu.jsonl", hu_texts[:120])
+    tiny.write_jsonl(tmp_path / "hu-valid.jsonl", hu_texts[200:210])
+    tiny.write_jsonl(tmp_path / "en.jsonl", en_texts[:120])
+    tiny.write_jsonl(tmp_path / "en-valid.jsonl", en_texts[200:210])
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE.format(model=tiny_tied, runs=tmp_path / "runs"))
+    return path
+
+
+def test_recipe_runs_every_stage_then_skips_them(recipe, tmp_path, capsys):
+    main(["run", str(recipe)])
+    run = tmp_path / "runs" / "tiny"
+    stages = ["corpus", "tokenizer", "model", "distill", "packed", "pretrain", "eval"]
+    assert all((run / s / "DONE").exists() for s in stages)
+    assert "langadapt_version" in (run / "recipe.yaml").read_text()
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert [m["label"] for m in metrics["models"]] == ["base", "init", "distill", "pretrain"]
+    for m in metrics["models"]:
+        assert m["target"]["bpb"] > 0 and m["english"]["bpb"] > 0
+    # English tokenizes as before (the English train text is the extension's reference)
+    assert metrics["models"][0]["english"]["tokens"] == metrics["models"][-1]["english"]["tokens"]
+    assert metrics["models"][-1]["target"]["tokens"] < metrics["models"][0]["target"]["tokens"]
+    report = (run / "report.md").read_text()
+    assert "bits/byte" in report and (run / "plots" / "metrics.png").exists()
+    assert "bits/byte" in capsys.readouterr().out
+
+    stamps = {s: (run / s / "DONE").stat().st_mtime_ns for s in stages}
+    main(["run", str(recipe)])
+    assert {s: (run / s / "DONE").stat().st_mtime_ns for s in stages} == stamps
+    assert "done, skipped" in capsys.readouterr().out
+
+
+def test_dry_run_writes_nothing(recipe, tmp_path, capsys):
+    main(["run", str(recipe), "--dry-run"])
+    assert "[pretrain] would run" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
