@@ -27,8 +27,9 @@ def test_demo_adapts_smollm2_to_hungarian(tmp_path):
     # Tokenizer: Hungarian needs far fewer tokens, English exactly as many as before.
     assert final["target"]["tokens_per_word"] < 0.6 * base["target"]["tokens_per_word"]
     assert final["english"]["tokens"] == base["english"]["tokens"]
-    # Embeddings: mean-subword init beats the base on Hungarian and keeps English; distillation helps.
-    assert init["target"]["bpb"] < base["target"]["bpb"]
+    # Embeddings: English kept, distillation helps. (Init vs base on Hungarian is checked on a larger
+    # sample in test_embeddings_slow.py: on the demo's 24 documents one long, repetitive page, which
+    # the base model copies in context, can outweigh the rest.)
     assert init["english"]["bpb"] < 1.01 * base["english"]["bpb"]
     assert distilled["target"]["bpb"] < init["target"]["bpb"]
     # Continual pretraining: the targets.
