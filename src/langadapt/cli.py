@@ -371,8 +371,8 @@ def _reuse_freed_memory() -> None:
     A CPU training step allocates and frees the same large tensors every time (the 4x512x57k logits
     alone are ~470 MB). glibc serves blocks over 32 MB with mmap and unmaps them on free, so every step
     page-faults them in again; on the VMs measured here that was ~35% system time, and keeping them in the
-    heap made a SmolLM2 step ~25% faster with bit-identical results (bench/RESULTS.md). Peak memory is
-    unchanged: the heap is only trimmed above 1 GB of free space.
+    heap made a SmolLM2 step ~25% faster with bit-identical results (bench/RESULTS.md). The price is
+    peak RSS: the demo's went from 7.7 to 8.6 GB (the heap is trimmed only above 1 GB of free space).
     """
     import ctypes
     import platform
