@@ -58,14 +58,7 @@ def run(
     runs_dir: Annotated[Optional[Path], typer.Option(help="Override the recipe's runs_dir.")] = None,
 ) -> None:
     """Run every unfinished stage of a recipe into runs/<name>/ (finished stages are skipped)."""
-    from langadapt.pipeline import resolve_paths, run_recipe
-
-    loaded = resolve_paths(C.load_recipe(recipe), recipe.resolve().parent)
-    if runs_dir is not None:
-        loaded.runs_dir = str(runs_dir)
-    run_dir = run_recipe(loaded, dry_run=dry_run)
-    if not dry_run:
-        _print_summary(run_dir)
+    _run_recipe_file(recipe, runs_dir, dry_run)
 
 
 @app.command()
@@ -74,20 +67,20 @@ def demo(
     dry_run: Annotated[bool, typer.Option(help="Only show which stages would run.")] = False,
 ) -> None:
     """Adapt SmolLM2-135M to Hungarian with the packaged corpus on a CPU, and show what changed."""
+    _run_recipe_file(Path(__file__).parent / "recipes" / "demo-hu.yaml", runs_dir, dry_run)
+
+
+def _run_recipe_file(path: Path, runs_dir: Path | None, dry_run: bool) -> None:
+    """Load a recipe (its relative paths are relative to the file), run it, print the summary."""
+    from langadapt.eval.report import print_summary
     from langadapt.pipeline import resolve_paths, run_recipe
 
-    recipe_path = Path(__file__).parent / "recipes" / "demo-hu.yaml"
-    recipe = resolve_paths(C.load_recipe(recipe_path), recipe_path.parent)
-    recipe.runs_dir = str(runs_dir)
+    recipe = resolve_paths(C.load_recipe(path), path.resolve().parent)
+    if runs_dir is not None:
+        recipe.runs_dir = str(runs_dir)
     run_dir = run_recipe(recipe, dry_run=dry_run)
     if not dry_run:
-        _print_summary(run_dir)
-
-
-def _print_summary(run_dir: Path) -> None:
-    from langadapt.eval.report import print_summary
-
-    print_summary(run_dir)
+        print_summary(run_dir)
 
 
 @app.command()
