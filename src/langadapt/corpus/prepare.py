@@ -160,9 +160,9 @@ def prepare(cfg: PrepareConfig, out: Path) -> dict:
 def _console_to_file(cfg: PrepareConfig, path: Path):
     """Send datatrove's console logging (INFO per block and task, hard-wired) to a file on local runs.
 
-    datatrove's task logger adds a loguru sink on whatever ``sys.stderr`` is when a task starts, so a
-    redirect here catches it (forked workers inherit it); its own per-task log files are kept as well.
-    Cluster executors keep their logs in their job folders and are left alone.
+    datatrove's task logger adds a loguru sink on ``sys.stderr`` in every task, in this process and in
+    its worker processes, so the redirect is done on file descriptor 2, which workers inherit; its own
+    per-task log files are kept as well. Cluster executors keep their logs in their job folders.
     """
     if cfg.executor != "local":
         yield
@@ -170,12 +170,18 @@ def _console_to_file(cfg: PrepareConfig, path: Path):
     from loguru import logger
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh, contextlib.redirect_stderr(fh):
-        logger.remove()  # loguru's default sink captured the real stderr at import time
-        logger.add(fh, level="INFO")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a", encoding="utf-8") as fh:
+        os.dup2(fh.fileno(), 2)
+        logger.remove()  # loguru's default sink holds the stderr object of import time
+        logger.add(sys.stderr, level="INFO")
         try:
             yield
         finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
             logger.remove()
             logger.add(sys.stderr, level="WARNING")
 
