@@ -13,10 +13,11 @@ Why this also holds under FSDP and DeepSpeed ZeRO-3, where row-level freezing is
 is exact whatever the optimizer holds (sharded fp32 master copies included), because a zero gradient
 with zero decay leaves *any* copy unchanged; (1) needs the gradient as rows, not as a shard of a flat
 buffer. With FSDP2 (dim-0 sharding, ``fsdp_version: 2`` in configs/accelerate/fsdp.yaml) a shard is a
-block of whole rows, so the hook masks by global row index from the DTensor's offset; with ZeRO-3
-the hook must be registered inside ``deepspeed.zero.GatheredParameters`` or replaced by masking the
-embedding output gradient. Only the plain / DDP path is tested here (no GPUs); :meth:`RowFreeze.unchanged`
-is the check to run on a cluster.
+block of whole rows, so the hook masks by global row index from the DTensor's offset. With ZeRO-2/3 the
+gradient of the gathered parameter has its full shape when autograd computes it, and a tensor hook runs
+before the AccumulateGrad node whose post-hook DeepSpeed uses to reduce-scatter it, so the same row
+mask should apply; that reasoning is not verified on a cluster yet. Only the plain / DDP path is tested
+here (no GPUs); :meth:`RowFreeze.unchanged` is the check to run on a cluster.
 """
 
 from __future__ import annotations
