@@ -61,7 +61,7 @@ def bytelevel_tokenizer(out: Path, texts: list[str], vocab_size: int = 600) -> P
 
 def metaspace_tokenizer(out: Path, texts: list[str], vocab_size: int = 600) -> Path:
     """Llama-2 / Mistral style: SentencePiece BPE with byte fallback and Metaspace (prepend_scheme first)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     specials = ["<unk>", "<s>", "</s>"]
     byte_tokens = [f"<0x{i:02X}>" for i in range(256)]

@@ -99,34 +99,22 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
             english_corpus=d.english_train, english_heldout=d.english_valid,
             target_heldout=d.target_valid)  # fmt: skip
     tokenizer = str(dirs["extend"]) if recipe.extend else recipe.base_model
-    model = recipe.base_model
+    models = [recipe.base_model]  # every model the run makes, in order; the last one trains next
     if recipe.init:
         add("init", recipe.init, model=recipe.base_model, tokenizer=tokenizer, kl_corpus=d.english_valid)
-        model = str(dirs["init"])
+        models.append(str(dirs["init"]))
     if recipe.distill:
-        add("distill", recipe.distill, model=model, teacher=recipe.base_model, corpus=target_train)
-        model = str(dirs["distill"])
+        add("distill", recipe.distill, model=models[-1], teacher=recipe.base_model, corpus=target_train)
+        models.append(str(dirs["distill"]))
     if recipe.pack:
         add("pack", recipe.pack, tokenizer=tokenizer, target=target_train, english=d.english_train)
     if recipe.pretrain:
-        add("pretrain", recipe.pretrain, model=model, data=str(dirs["pack"]),
+        add("pretrain", recipe.pretrain, model=models[-1], data=str(dirs["pack"]),
             eval_target=d.target_valid, eval_english=d.english_valid)  # fmt: skip
-        model = str(dirs["pretrain"] / "final")
+        models.append(str(dirs["pretrain"] / "final"))
     if recipe.eval:
-        adapted = [m for m in dict.fromkeys([recipe.base_model, *_stage_models(dirs, recipe)])]
-        add("eval", recipe.eval, models=adapted, target=d.target_valid, english=d.english_valid)
+        add("eval", recipe.eval, models=models, target=d.target_valid, english=d.english_valid)
     return stages
-
-
-def _stage_models(dirs: dict[str, Path], recipe: C.Recipe) -> list[str]:
-    out = []
-    if recipe.init:
-        out.append(str(dirs["init"]))
-    if recipe.distill:
-        out.append(str(dirs["distill"]))
-    if recipe.pretrain:
-        out.append(str(dirs["pretrain"] / "final"))
-    return out
 
 
 def stage_function(name: str) -> Callable[[Any, Path], Any]:

@@ -36,6 +36,7 @@ from langadapt.config import DistillConfig
 from langadapt.embeddings.spans import Span
 from langadapt.embeddings.split import new_rows_trainable
 from langadapt.errors import UserError
+from langadapt.eval.bpb import resolve_bf16
 from langadapt.runs import atomic_output_dir, mark_done, to_jsonable, write_stage_json
 
 STAGES = ("distill", "calibrate")
@@ -91,12 +92,6 @@ def summary(progress: Progress, cfg: DistillConfig) -> dict[str, Any]:
         "loss": {s: ends(progress.losses[s]) for s in STAGES},
         "losses": progress.losses,
     }
-
-
-def resolve_bf16(flag: bool | None) -> bool:
-    from langadapt.eval.bpb import bf16_is_faster
-
-    return bf16_is_faster() if flag is None else flag
 
 
 def train_new_rows(

@@ -202,6 +202,24 @@ def bf16_is_faster(device: torch.device | str = "cpu") -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def resolve_bf16(requested: bool | None, device: "torch.device | str" = "cpu") -> bool:
+    """An explicit flag wins; ``None`` means bf16 autocast where it is faster."""
+    return bf16_is_faster(device) if requested is None else requested
+
+
+def read_heldout(corpora: dict[str, list[str]], max_docs: int | None,
+                 text_field: str = "text") -> dict[str, list[str]]:  # fmt: skip
+    """``{"target": [...], "english": [...]}``: the first ``max_docs`` documents of each named corpus
+    (corpora without files are left out), read once, up front."""
+    from langadapt.corpus.readers import check_corpus, iter_documents
+
+    return {
+        name: list(iter_documents(check_corpus(files, text_field), text_field, max_docs))
+        for name, files in corpora.items()
+        if files
+    }
+
+
 def evaluate_bpb(
     models: list[str],
     corpus: list[str],
@@ -224,7 +242,7 @@ def evaluate_bpb(
     files = check_corpus(corpus, text_field)
     docs = {str(f): list(iter_documents([f], text_field, max_docs)) for f in files}
     paths = [resolve_model(m) for m in models]  # fail on a missing model before any work
-    use_bf16 = bf16_is_faster() if bf16 is None else bf16
+    use_bf16 = resolve_bf16(bf16)
     rows = []
     for name, path in zip(models, paths):
         model, tokenizer = load_model(path), load_tokenizer(path)

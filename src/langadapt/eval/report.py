@@ -30,15 +30,10 @@ def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     """Score every model in ``cfg.models`` on ``cfg.target`` and ``cfg.english``; write metrics.json."""
     import torch
 
-    from langadapt.corpus.readers import check_corpus, iter_documents
-    from langadapt.eval.bpb import bf16_is_faster, bpb_of_model
+    from langadapt.eval.bpb import bf16_is_faster, bpb_of_model, read_heldout
     from langadapt.models import load_model, load_tokenizer, resolve_model
 
-    texts = {
-        name: list(iter_documents(check_corpus(paths), max_docs=cfg.max_docs))
-        for name, paths in zip(CORPORA, (cfg.target, cfg.english))
-        if paths
-    }
+    texts = read_heldout(dict(zip(CORPORA, (cfg.target, cfg.english))), cfg.max_docs)
     paths = [resolve_model(m) for m in cfg.models]
     bf16 = bf16_is_faster()
     results = []

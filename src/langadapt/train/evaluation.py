@@ -9,14 +9,9 @@ from langadapt.config import PretrainConfig
 
 def load_eval_texts(cfg: PretrainConfig) -> dict[str, list[str]]:
     """``{"target": [...], "english": [...]}`` for the corpora the config names (read once, up front)."""
-    from langadapt.corpus.readers import check_corpus, iter_documents
+    from langadapt.eval.bpb import read_heldout
 
-    texts = {}
-    for name, files in (("target", cfg.eval_target), ("english", cfg.eval_english)):
-        if files:
-            checked = check_corpus(files, "text")
-            texts[name] = list(iter_documents(checked, "text", cfg.eval_max_docs))
-    return texts
+    return read_heldout({"target": cfg.eval_target, "english": cfg.eval_english}, cfg.eval_max_docs)
 
 
 def evaluate(model: Any, tokenizer: Any, texts: dict[str, list[str]], *, bf16: bool,

@@ -9,15 +9,10 @@ from typing import Any
 import torch
 
 from langadapt.config import PretrainConfig
+from langadapt.eval.bpb import resolve_bf16
 from langadapt.train import checkpoint, masking
 from langadapt.train.batches import StepPlan, predicted_tokens
 from langadapt.train.monitor import Monitor, available_trackers, flops_per_token, gpu_peak
-
-
-def use_bf16(requested: bool | None, device: torch.device) -> bool:
-    from langadapt.eval.bpb import bf16_is_faster
-
-    return bf16_is_faster(device) if requested is None else requested
 
 
 def make_accelerator(cfg: PretrainConfig, out: Path) -> Any:
@@ -31,7 +26,7 @@ def make_accelerator(cfg: PretrainConfig, out: Path) -> Any:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trackers = available_trackers()
     return Accelerator(
-        mixed_precision="bf16" if use_bf16(cfg.bf16, device) else "no",
+        mixed_precision="bf16" if resolve_bf16(cfg.bf16, device) else "no",
         gradient_accumulation_steps=cfg.grad_accum,
         step_scheduler_with_optimizer=False,  # we step it once per optimizer step, whatever the world size
         dynamo_backend="inductor" if cfg.compile else "no",
