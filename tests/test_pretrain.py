@@ -17,7 +17,8 @@ import torch
 
 from langadapt.config import PretrainConfig
 from langadapt.errors import UserError
-from langadapt.train.monitor import read_metrics
+from langadapt.train import monitor
+from langadapt.train.monitor import installed, read_metrics
 from langadapt.train.pretrain import pretrain
 
 SEQ = 48
@@ -163,3 +164,24 @@ def test_compile_gives_the_same_run(tmp_path, tiny_tied, packed):
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], abs=1e-5)
     wa, wb = _weights(tmp_path / "False" / "final"), _weights(tmp_path / "True" / "final")
     assert wa.keys() == wb.keys()  # no "_orig_mod." prefixes in final/
+
+
+@pytest.mark.skipif(not installed("tensorboard"), reason="tensorboard is not installed")
+def test_tensorboard_gets_every_step(tmp_path, tiny_tied, packed):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    pretrain(_cfg(tiny_tied, packed, max_steps=3, report_to="tensorboard"), tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "pretrain")).Reload()
+    logged = {e.step: e.value for e in events.Scalars("loss")}
+    steps = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r.get("kind") != "eval"]
+    assert sorted(logged) == [1, 2, 3]
+    assert [logged[r["step"]] for r in steps] == pytest.approx([r["loss"] for r in steps], rel=1e-6)
+
+
+def test_report_to_none_and_a_missing_tracker(tmp_path, tiny_tied, packed, monkeypatch):
+    pretrain(_cfg(tiny_tied, packed, max_steps=1, report_to="none"), tmp_path / "quiet")
+    assert not (tmp_path / "quiet" / "pretrain").exists()
+    monkeypatch.setitem(monitor.TRACKER_PACKAGES, "wandb", ("langadapt_no_such_package",))
+    with pytest.raises(UserError, match="report_to 'wandb': the package is not installed"):
+        pretrain(_cfg(tiny_tied, packed, max_steps=1, report_to="wandb"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -1,19 +1,38 @@
-"""The distributed path on CPU: 2 processes (gloo) = 1 process with twice the gradient accumulation."""
+"""The distributed paths on CPU: 2 processes (gloo) = 1 process with twice the gradient accumulation.
+
+DDP and DeepSpeed ZeRO-2/3 run through the CLI under ``accelerate launch``; FSDP2 through
+tests/fsdp2_rows.py (accelerate offers FSDP only with GPUs). The ZeRO and FSDP2 cases train
+``new-embeddings``, the case where row-level freezing is a known failure of sharded training.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pretrain_fixtures as pf
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from langadapt.train.monitor import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs" / "accelerate"
+BASE_ROWS = 500  # rows >= 500 pretend to be the ones `tokenizer extend` added (the tokenizer has 600)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _launch(config: str | None, port: int) -> list[str]:
+    config_args = ["--config_file", str(CONFIGS / config)] if config else ["--multi_gpu"]
+    return [sys.executable, "-m", "accelerate.commands.launch", *config_args, "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(port)]  # fmt: skip
 
 
 def _args(model: Path, data: Path, out: Path, accum: int) -> list[str]:
@@ -24,16 +43,12 @@ def _args(model: Path, data: Path, out: Path, accum: int) -> list[str]:
 
 def test_two_processes_match_one_with_double_accumulation(tmp_path, tiny_tied, bytelevel_tok, hu_texts):
     data = pf.write_packed(tmp_path / "packed", bytelevel_tok, hu_texts[:60], 40)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *_args(tiny_tied, data, tmp_path / "one", 4)], env=env,
+    one = subprocess.run([sys.executable, *_args(tiny_tied, data, tmp_path / "one", 4)], env=ENV,
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert one.returncode == 0, one.stderr[-2000:]
     # accelerate 1.15: `launch --cpu --num_processes 2` starts ONE process unless an MPI hostfile is given;
     # the torchrun launcher (--multi_gpu) on a machine without CUDA gives 2 CPU processes on gloo.
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", "29533"]  # fmt: skip
-    two = subprocess.run([*launch, *_args(tiny_tied, data, tmp_path / "two", 2)], env=env,
+    two = subprocess.run([*_launch(None, 29533), *_args(tiny_tied, data, tmp_path / "two", 2)], env=ENV,
                          capture_output=True, text=True, cwd=REPO, check=False)  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     a = read_metrics(tmp_path / "one" / "metrics.jsonl")
@@ -51,6 +66,84 @@ def test_shipped_accelerate_configs_load():
 
     kinds = {}
     for name in ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"):
-        kinds[name] = (load_config_from_file(str(REPO / "configs" / "accelerate" / f"{name}.yaml")).distributed_type.value)
+        kinds[name] = load_config_from_file(str(CONFIGS / f"{name}.yaml")).distributed_type.value
     assert kinds == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed-zero2": "DEEPSPEED",
                      "deepspeed-zero3": "DEEPSPEED"}  # fmt: skip
+
+
+def _rows_model(tmp_path: Path, model: Path) -> Path:
+    out = tmp_path / f"rows_{model.name}"
+    shutil.copytree(model, out)
+    (out / "extension.json").write_text(json.dumps({"base_vocab_size": BASE_ROWS}))
+    return out
+
+
+def _assert_only_new_rows_trained(before: dict, after: dict, n_tokens: int) -> None:
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        if key in after:  # a tied head is saved once
+            assert torch.equal(before[key][:BASE_ROWS], after[key][:BASE_ROWS]), key
+            assert torch.equal(before[key][n_tokens:], after[key][n_tokens:]), key  # padding rows
+            assert not torch.equal(before[key][BASE_ROWS:n_tokens], after[key][BASE_ROWS:n_tokens]), key
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="deepspeed is not installed")
+@pytest.mark.parametrize(("zero", "model_fixture"), [("deepspeed-zero2", "tiny_untied_padded"),
+                                                     ("deepspeed-zero3", "tiny_untied_padded"),
+                                                     ("deepspeed-zero3", "tiny_tied")])  # fmt: skip
+def test_deepspeed_zero_trains_only_new_rows_like_one_process(tmp_path, request, zero, model_fixture,
+                                                              bytelevel_tok, hu_texts):  # fmt: skip
+    model = _rows_model(tmp_path, request.getfixturevalue(model_fixture))
+    data = pf.write_packed(tmp_path / "packed", bytelevel_tok, hu_texts[:60], 40)
+    spec = ["--train", "new-embeddings,layers.1"]
+    one = subprocess.run([sys.executable, *_args(model, data, tmp_path / "one", 4), *spec], env=ENV,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    launch_two = [*_launch(f"{zero}.yaml", 29534), *_args(model, data, tmp_path / "two", 2), *spec,
+                  "--checkpoint-every", "2"]  # fmt: skip
+    two = subprocess.run(launch_two, env=ENV, capture_output=True, text=True, cwd=REPO, check=False)
+    assert two.returncode == 0, two.stderr[-3000:]
+    stage = json.loads((tmp_path / "two" / "stage.json").read_text())
+    assert stage["distributed"] == "DEEPSPEED" and stage["processes"] == 2
+    assert stage["frozen_rows_unchanged"] is True
+    a, b = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
+    assert len(a) == len(b) == 3
+    for x, y in zip(a, b):
+        assert x["loss"] == pytest.approx(y["loss"], abs=1e-5)
+        assert x["grad_norm"] == pytest.approx(y["grad_norm"], abs=1e-5)
+    reference, after = load_file(tmp_path / "one" / "final" / "model.safetensors"), load_file(
+        tmp_path / "two" / "final" / "model.safetensors")  # fmt: skip
+    assert set(after) == set(reference)
+    for key in after:
+        torch.testing.assert_close(after[key], reference[key], rtol=0, atol=1e-6)
+    _assert_only_new_rows_trained(load_file(model / "model.safetensors"), after, 600)
+    if zero == "deepspeed-zero3" and model_fixture == "tiny_untied_padded":
+        # as if killed after the step-2 checkpoint: resuming the sharded run ends bit-identical
+        for name in ("DONE", "stage.json", "final"):
+            shutil.rmtree(tmp_path / "two" / name) if name == "final" else (tmp_path / "two" / name).unlink()
+        again = subprocess.run(launch_two, env=ENV, capture_output=True, text=True, cwd=REPO, check=False)
+        assert again.returncode == 0, again.stderr[-3000:]
+        resumed = load_file(tmp_path / "two" / "final" / "model.safetensors")
+        assert all(torch.equal(resumed[k], after[k]) for k in after)
+
+
+def test_fsdp2_trains_only_new_rows_like_one_process(tmp_path, tiny_untied_padded, bytelevel_tok, hu_texts):
+    """613 rows over 2 ranks: uneven dim-0 shards, so the mask's global row offsets matter."""
+    model = _rows_model(tmp_path, tiny_untied_padded)
+    data = pf.write_packed(tmp_path / "packed", bytelevel_tok, hu_texts[:60], 40)
+    script = str(Path(__file__).with_name("fsdp2_rows.py"))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", "29535"]  # fmt: skip
+    runs = {"one": [sys.executable, script], "two": [*torchrun, script], "unmasked": [*torchrun, script]}
+    for name, cmd in runs.items():
+        args = [str(model), str(data), str(tmp_path / f"{name}.safetensors")]
+        args += ["--no-mask"] if name == "unmasked" else []
+        done = subprocess.run([*cmd, *args], env=ENV, capture_output=True, text=True, cwd=REPO, check=False)
+        assert done.returncode == 0, done.stderr[-3000:]
+    report = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in runs}
+    assert report["two"]["losses"] == pytest.approx(report["one"]["losses"], abs=1e-6)
+    assert report["two"]["frozen_rows_unchanged"] is True
+    assert report["unmasked"]["frozen_rows_unchanged"] is False  # the check has teeth
+    reference, after = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    for key in after:
+        torch.testing.assert_close(after[key], reference[key], rtol=0, atol=1e-6)
+    _assert_only_new_rows_trained(load_file(model / "model.safetensors"), after, 600)

@@ -283,6 +283,7 @@ def train_pretrain(
     grad_clip: Annotated[float, typer.Option(help="Gradient-norm clipping (0: off).")] = 1.0,
     checkpoint_every: int = 0,
     keep_checkpoints: int = 2,
+    report_to: Annotated[str, typer.Option(help="auto | none | tensorboard,wandb")] = "auto",
     seed: int = 0,
 ) -> None:
     """Continual pretraining on packed, document-masked rows (accelerate; resumable)."""
@@ -295,7 +296,7 @@ def train_pretrain(
                            gradient_checkpointing=gradient_checkpointing, attention=attention,
                            eval_every=eval_every, eval_max_docs=eval_max_docs, select_metric=select_metric,
                            min_lr_ratio=min_lr_ratio, grad_clip=grad_clip, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                           seed=seed)  # fmt: skip
+                           report_to=report_to, seed=seed)  # fmt: skip
     pretrain(cfg, out)
 
 

@@ -292,6 +292,8 @@ class PretrainConfig:
     """Steps between checkpoints (0: none but the final one)."""
     keep_checkpoints: int = 2
     """How many recent checkpoints to keep."""
+    report_to: str = "auto"
+    """accelerate trackers: auto (every one installed of tensorboard and wandb), none, or a comma-separated list. TensorBoard writes into the run folder's pretrain/."""
     seed: int = 0
     """Seed for initialisation of anything random and for data order."""
 
@@ -306,6 +308,10 @@ class PretrainConfig:
             raise ConfigError(f"attention must be auto, sdpa, flex or flash, not {self.attention!r}")
         if self.select_metric not in ("target_bpb", "english_bpb"):
             raise ConfigError(f"select_metric must be target_bpb or english_bpb, not {self.select_metric!r}")
+        unknown = {t.strip() for t in self.report_to.split(",")} - {"auto", "none", "tensorboard", "wandb"}
+        if unknown:
+            raise ConfigError(f"report_to: unknown tracker {min(unknown)!r} "
+                              "(auto, none, tensorboard, wandb)")  # fmt: skip
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.eval_every < 0:
             raise ConfigError("keep_checkpoints must be >= 1; checkpoint_every and eval_every >= 0")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,28 +13,46 @@ from langadapt.config import PretrainConfig
 from langadapt.eval.bpb import resolve_bf16
 from langadapt.train import checkpoint, masking
 from langadapt.train.batches import StepPlan, predicted_tokens
-from langadapt.train.monitor import Monitor, available_trackers, flops_per_token, gpu_peak
+from langadapt.train.monitor import Monitor, flops_per_token, gpu_peak, resolve_trackers
 
 
 def make_accelerator(cfg: PretrainConfig, out: Path) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import InitProcessGroupKwargs
 
     if PartialState._shared_state and PartialState().num_processes == 1:
         # One process (tests, the pipeline): let each run choose its own mixed precision; the
         # AcceleratorState singleton would otherwise keep the first run's.
         AcceleratorState._reset_state()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    trackers = available_trackers()
-    return Accelerator(
+    trackers = resolve_trackers(cfg.report_to)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    handlers = []
+    if deepspeed and device.type == "cpu":  # accelerate would leave the backend unset: one process each
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    acc = Accelerator(
         mixed_precision="bf16" if resolve_bf16(cfg.bf16, device) else "no",
         gradient_accumulation_steps=cfg.grad_accum,
         step_scheduler_with_optimizer=False,  # we step it once per optimizer step, whatever the world size
         dynamo_backend="inductor" if cfg.compile else "no",
         log_with=trackers or None,
-        cpu=device.type == "cpu",  # without it, torchrun-launched CPU processes would not form a gloo group
+        # Without cpu=True, torchrun-launched CPU processes would not form a gloo group; with it,
+        # accelerate would drop DeepSpeed (which runs on CPU through its own gloo fallback).
+        cpu=device.type == "cpu" and not deepspeed,
         project_dir=str(out),
+        kwargs_handlers=handlers,
     )
+    plugin = acc.state.deepspeed_plugin
+    if plugin is not None:
+        # We feed batches ourselves (no DataLoader to infer it from), and the engine clips inside its
+        # step, so both come from our config rather than accelerate's "auto".
+        plugin.deepspeed_config.update(
+            train_micro_batch_size_per_gpu=cfg.micro_batch, gradient_accumulation_steps=cfg.grad_accum,
+            train_batch_size=cfg.micro_batch * cfg.grad_accum * acc.num_processes,
+            gradient_clipping=max(cfg.grad_clip, 0.0),
+        )
+    return acc
 
 
 class Trainer:
@@ -59,23 +78,27 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base = trainable.base_vocab_size(model_dir) if trainable.wants_row_freeze(cfg.train) else None
         self.selection = trainable.select(model, cfg.train, vocab_size=len(self.tokenizer), base_vocab=base)
-        frozen_rows = self.selection.row_freeze
-        if frozen_rows is not None:
-            frozen_rows.add_grad_hooks()
-        groups = optim.param_groups(model, cfg.weight_decay, frozen_rows.params if frozen_rows else [])
+        embeddings = trainable.embedding_matrices(model) if self.selection.row_freeze else []
+        groups = optim.param_groups(model, cfg.weight_decay, embeddings)
         optimizer = optim.make_optimizer(cfg, groups, acc.device)
         self.plan = StepPlan(len(dataset), cfg.micro_batch, cfg.grad_accum, acc.num_processes, cfg.seed)
         self.plan.check(str(dataset.folder))
         self.total_steps = cfg.max_steps or self.plan.steps_per_epoch
         scheduler = optim.make_scheduler(cfg, optimizer, self.total_steps)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        self.n_params = sum(p.numel() for p in model.parameters())
+        self.row_freeze = self.selection.row_freeze
+        if self.row_freeze is not None:  # after prepare: FSDP2 replaces the parameters (trainable.py)
+            self.row_freeze.attach(acc.unwrap_model(self.model, keep_torch_compile=False),
+                                   deepspeed=acc.distributed_type.value == "DEEPSPEED")  # fmt: skip
+            self.frozen_fingerprint = self.row_freeze.fingerprint()
+        self.n_params = sum(trainable.full_numel(p) for p in model.parameters())
         self.state: dict[str, Any] = {"step": 0, "best_step": None, "best_value": None, "tokens": 0,
                                       "train_seconds": 0.0}  # fmt: skip
         found = checkpoint.latest(out / "checkpoints")
         if found is not None:
             self.state.update(checkpoint.load(acc, found[0]))
-        if acc.is_main_process and available_trackers():
+        self.tracking = bool(acc.log_with)  # the trackers resolved from cfg.report_to
+        if acc.is_main_process and self.tracking:
             acc.init_trackers("pretrain", config={k: str(v) for k, v in vars(cfg).items()})
 
     # ------------------------------------------------------------------------------------------ run
@@ -89,7 +112,7 @@ class Trainer:
             while self.state["step"] < self.total_steps:
                 record = self.train_step()
                 monitor.log(record)
-                if acc.is_main_process and available_trackers():
+                if acc.is_main_process and self.tracking:
                     acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=record["step"])
                 step = self.state["step"]
                 if self.eval_texts and cfg.eval_every and step % cfg.eval_every == 0:
@@ -105,6 +128,10 @@ class Trainer:
                     break
             if self.eval_texts and last_eval != self.state["step"]:
                 monitor.log(self.evaluate())
+            if self.row_freeze is not None:
+                self.state["frozen_rows_unchanged"] = self.row_freeze.fingerprint() == self.frozen_fingerprint
+                if not self.state["frozen_rows_unchanged"] and acc.is_main_process:
+                    print("warning: train new-embeddings changed frozen embedding rows (a bug: report it)")
         finally:
             monitor.close()
         return self.summary()
@@ -129,6 +156,8 @@ class Trainer:
                 acc.backward(loss * scale)
                 loss_sum += loss.detach().double()
                 if acc.sync_gradients:
+                    if self.row_freeze is not None:
+                        self.row_freeze.mask_grads()
                     if cfg.grad_clip > 0:
                         grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                     lr = self.scheduler.get_last_lr()[0]
@@ -228,6 +257,8 @@ class Trainer:
             "tokens_per_s": s["tokens"] / s["train_seconds"] if s["train_seconds"] else None,
             "best_step": s["best_step"], "best_value": s["best_value"], "select_metric": self.cfg.select_metric,
             "attention": self.attention, "bf16": self.accelerator.mixed_precision == "bf16",
-            "processes": self.accelerator.num_processes, "trainable": self.cfg.train,
+            "processes": self.accelerator.num_processes,
+            "distributed": self.accelerator.distributed_type.value, "trainable": self.cfg.train,
             "trainable_params": self.selection.trainable_params, "total_params": self.selection.total_params,
+            **({"frozen_rows_unchanged": s["frozen_rows_unchanged"]} if "frozen_rows_unchanged" in s else {}),
         }  # fmt: skip

@@ -17,14 +17,27 @@ GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12,
                  "4090": 165e12, "3090": 71e12, "B200": 2250e12}  # fmt: skip
 
 
-def available_trackers() -> list[str]:
-    """accelerate trackers whose packages are installed (TensorBoard, W&B)."""
-    found = []
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        found.append("tensorboard")
-    if importlib.util.find_spec("wandb"):
-        found.append("wandb")
-    return found
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def installed(tracker: str) -> bool:
+    return any(importlib.util.find_spec(p) for p in TRACKER_PACKAGES[tracker])
+
+
+def resolve_trackers(report_to: str) -> list[str]:
+    """``auto``: every installed tracker; ``none``: []; else the named ones, each of which must be installed."""
+    from langadapt.errors import UserError
+
+    names = [t.strip() for t in report_to.split(",") if t.strip()]
+    if names == ["auto"]:
+        return [t for t in TRACKER_PACKAGES if installed(t)]
+    if names == ["none"]:
+        return []
+    for name in names:
+        if not installed(name):
+            package = TRACKER_PACKAGES[name][0]
+            raise UserError(f"report_to {name!r}: the package is not installed (pip install {package})")
+    return names
 
 
 def flops_per_token(config: Any, seq_len: int, n_params: int) -> float:

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from langadapt.config import PretrainConfig
+from langadapt.train.trainable import full_shape
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float,
@@ -17,7 +18,7 @@ def param_groups(model: torch.nn.Module, weight_decay: float,
     decay, plain = [], []
     for p in model.parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 and id(p) not in skip else plain).append(p)
+            (decay if len(full_shape(p)) >= 2 and id(p) not in skip else plain).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
 

@@ -27,7 +27,7 @@ from langadapt.errors import UserError
 from langadapt.runs import STAGE_JSON, is_done, mark_done, to_jsonable, write_json_atomic, write_stage_json
 
 CONFIG_JSON = "config.json"
-RUNTIME_ONLY = ("max_minutes",)
+RUNTIME_ONLY = ("max_minutes", "report_to")
 """Config fields that may change between a run and its resume."""
 
 
@@ -67,9 +67,11 @@ def check_inputs(cfg: PretrainConfig, out: Path) -> Inputs:
     from langadapt.data.reader import PackedDataset, check_tokenizer
     from langadapt.models import resolve_model
     from langadapt.train.evaluation import load_eval_texts
+    from langadapt.train.monitor import resolve_trackers
 
     if not cfg.model or not cfg.data:
         raise UserError("pretrain needs a model and a packed data folder")
+    resolve_trackers(cfg.report_to)
     model_dir = resolve_model(cfg.model)
     dataset = PackedDataset(cfg.data)
     check_tokenizer(cfg.data, model_dir)

@@ -3,26 +3,37 @@
 ``new-embeddings`` trains only the rows the tokenizer added (``base_vocab_size <= id < len(tokenizer)``)
 of the input and output matrices. Two things keep every other row *bit-identical*:
 
-1. a gradient hook zeroes their gradient before it is accumulated (and, under DDP, before it is
-   all-reduced), so the gradient norm used for clipping counts only the new rows, and Adam's moments for
-   frozen rows stay exactly 0, which makes their Adam update ``m / (sqrt(v) + eps)`` exactly 0;
+1. their gradient is zeroed before the optimizer sees it, so the gradient norm used for clipping counts
+   only the new rows, and Adam's moments for frozen rows stay exactly 0, which makes their Adam update
+   ``m / (sqrt(v) + eps)`` exactly 0;
 2. the embedding matrices get weight decay 0 (see ``optim.param_groups``): decoupled decay
    ``p -= lr * wd * p`` would otherwise shrink frozen rows while their gradient is 0.
 
-Why this also holds under FSDP and DeepSpeed ZeRO-3, where row-level freezing is a known failure: (2)
-is exact whatever the optimizer holds (sharded fp32 master copies included), because a zero gradient
-with zero decay leaves *any* copy unchanged; (1) needs the gradient as rows, not as a shard of a flat
-buffer. With FSDP2 (dim-0 sharding, ``fsdp_version: 2`` in configs/accelerate/fsdp.yaml) a shard is a
-block of whole rows, so the hook masks by global row index from the DTensor's offset. With ZeRO-2/3 the
-gradient of the gathered parameter has its full shape when autograd computes it, and a tensor hook runs
-before the AccumulateGrad node whose post-hook DeepSpeed uses to reduce-scatter it, so the same row
-mask should apply; that reasoning is not verified on a cluster yet. Only the plain / DDP path is tested
-here (no GPUs); :meth:`RowFreeze.unchanged` is the check to run on a cluster.
+(2) is exact whatever the optimizer holds (sharded fp32 master copies included): a zero gradient with
+zero decay leaves any copy unchanged. Where (1) can happen depends on the backend, which is why the
+freezer is attached to the model *after* ``accelerator.prepare`` (:meth:`RowFreeze.attach`):
+
+- one process, DDP: ``param.grad`` is a full matrix after backward (all-reduced at the sync step); the
+  loop calls :meth:`RowFreeze.mask_grads` between backward and clipping.
+- FSDP2: ``fully_shard`` replaces every parameter by a new dim-0-sharded DTensor, so a hook registered
+  before ``prepare`` is lost, and a tensor hook on the sharded parameter never fires (its gradient is
+  reduce-scattered straight into ``.grad``; checked on torch 2.13). After backward ``.grad`` is a block
+  of whole rows, masked by global row index from the shard's offset: the same ``mask_grads``.
+- DeepSpeed ZeRO-1/2/3: the engine owns the gradients (``.grad`` stays None) and accelerate runs backward
+  and the optimizer step in one call, so there is no point in between. DeepSpeed keeps the Parameter
+  objects, and the gradient autograd computes for the (gathered) parameter is full-shaped, so a tensor
+  hook masks it before the AccumulateGrad node whose post-hook DeepSpeed uses to reduce it.
+
+Every path ends with :meth:`RowFreeze.fingerprint` compared before and after training (stage.json's
+``frozen_rows_unchanged``). Tested on CPU: one process, DDP and DeepSpeed ZeRO-2/3 through the CLI under
+``accelerate launch`` (gloo), and FSDP2 with ``fully_shard`` directly, because accelerate does not
+offer FSDP without GPUs (tests/test_pretrain_dist.py).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +104,9 @@ def select(model: torch.nn.Module, spec: str, *, vocab_size: int | None = None,
     patterns, so ``new-embeddings,layers,norm`` trains every transformer block and only the new rows of
     the embedding matrices (what the demo trains: English keeps its token rows exactly).
     """
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(full_numel(p) for p in model.parameters())
     names = dict(model.named_parameters(remove_duplicate=True))
-    matrices = {n for n, p in names.items() if any(p is e for e in _embedding_matrices(model))}
+    matrices = {n for n, p in names.items() if any(p is e for e in embedding_matrices(model))}
     chosen: set[str] = set()
     for item in spec_items(spec):
         if item == "full":
@@ -109,20 +120,20 @@ def select(model: torch.nn.Module, spec: str, *, vocab_size: int | None = None,
     for name, param in names.items():
         param.requires_grad_(name in chosen)
     row_freeze = None
-    trainable = sum(names[n].numel() for n in chosen)
+    trainable = sum(full_numel(names[n]) for n in chosen)
     if wants_row_freeze(spec):
         if base_vocab is None or vocab_size is None:
             raise ValueError("new-embeddings needs base_vocab and vocab_size")
         if not 0 < base_vocab < vocab_size:
             raise UserError(f"new-embeddings: base_vocab_size {base_vocab} leaves no new rows "
                             f"(tokenizer has {vocab_size})")  # fmt: skip
-        row_freeze = RowFreeze(_embedding_matrices(model), base_vocab, vocab_size)
-        trainable -= sum(names[n].numel() for n in chosen & matrices)
-        trainable += (vocab_size - base_vocab) * sum(p.shape[1] for p in row_freeze.params)
+        row_freeze = RowFreeze(base_vocab, vocab_size)
+        trainable -= sum(full_numel(names[n]) for n in chosen & matrices)
+        trainable += (vocab_size - base_vocab) * sum(full_shape(p)[1] for p in embedding_matrices(model))
     return Selection(sorted(chosen), trainable, total, row_freeze)
 
 
-def _embedding_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+def embedding_matrices(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """Input and output matrices, once each (a tied head is the same Parameter)."""
     out: list[torch.nn.Parameter] = [model.get_input_embeddings().weight]
     head = model.get_output_embeddings()
@@ -143,39 +154,82 @@ def _match_patterns(names: dict[str, torch.nn.Parameter], patterns: list[str]) -
     return chosen
 
 
-class RowFreeze:
-    """Keep rows ``[0, base)`` and ``[end, rows)`` of embedding matrices exactly as they were."""
+def full_shape(param: torch.Tensor) -> tuple[int, ...]:
+    """A parameter's logical shape, also when ZeRO-3 has partitioned it to an empty tensor."""
+    return tuple(getattr(param, "ds_shape", param.shape))
 
-    def __init__(self, params: list[torch.nn.Parameter], base: int, end: int) -> None:
-        self.params = params
+
+def full_numel(param: torch.Tensor) -> int:
+    return int(getattr(param, "ds_numel", param.numel()))
+
+
+class RowFreeze:
+    """Keep rows ``[0, base)`` and ``[end, rows)`` of the embedding matrices exactly as they were."""
+
+    def __init__(self, base: int, end: int) -> None:
         self.base, self.end = base, end
-        # CPU copies of the frozen rows, only for :meth:`unchanged` (tests, cluster checks).
-        self.saved = [(p.detach()[:base].cpu().clone(), p.detach()[end:].cpu().clone()) for p in params]
+        self.params: list[torch.nn.Parameter] = []
+        self.deepspeed = False
         self.handles: list[Any] = []
 
-    def add_grad_hooks(self) -> None:
+    def attach(self, model: torch.nn.Module, *, deepspeed: bool = False) -> RowFreeze:
+        """Bind to the embedding matrices of the model *as prepared* (sharded, wrapped or not)."""
+        self.params = embedding_matrices(model)
+        self.deepspeed = deepspeed
+        if deepspeed:  # the engine owns the gradients: mask them as autograd produces them
+            self.handles = [p.register_hook(functools.partial(self._masked, full_shape(p)[0]))
+                            for p in self.params]  # fmt: skip
+        return self
+
+    def mask_grads(self) -> None:
+        """Zero the frozen rows of ``.grad`` (after backward, before clipping and the optimizer step)."""
+        if self.deepspeed:
+            return  # done by the hooks
         for p in self.params:
-            self.handles.append(p.register_hook(self._mask_grad))
+            if p.grad is not None:
+                local, offset = _local_rows(p.grad)
+                local.mul_(self._keep(offset, local)[:, None])
 
-    def _mask_grad(self, grad: torch.Tensor) -> torch.Tensor:
-        local, offset = grad, 0
-        if hasattr(grad, "to_local"):  # FSDP2 DTensor, sharded on dim 0: a block of whole rows
-            from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+    def _masked(self, rows: int, grad: torch.Tensor) -> torch.Tensor:
+        if grad.shape[0] != rows:  # a partitioned gradient would silently defeat the mask
+            raise RuntimeError(f"row freeze: gradient has {grad.shape[0]} rows, the matrix {rows}")
+        return grad * self._keep(0, grad)[:, None]
 
-            _, (offset, *_) = compute_local_shape_and_global_offset(grad.shape, grad.device_mesh,
-                                                                    grad.placements)  # fmt: skip
-            local = grad.to_local()
+    def _keep(self, offset: int, local: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(offset, offset + local.shape[0], device=local.device)
-        keep = ((rows >= self.base) & (rows < self.end)).to(local.dtype)
-        masked = local * keep[:, None]
-        if local is grad:
-            return masked
-        from torch.distributed.tensor import DTensor
+        return ((rows >= self.base) & (rows < self.end)).to(local.dtype)
 
-        return DTensor.from_local(masked, grad.device_mesh, grad.placements)
+    def fingerprint(self) -> list[str]:
+        """sha256 of the frozen rows of each matrix (a collective under FSDP2 / ZeRO-3: call on every rank)."""
+        import hashlib
 
-    def unchanged(self, params: list[torch.nn.Parameter] | None = None) -> bool:
-        return all(
-            torch.equal(p.detach()[: self.base].cpu(), h) and torch.equal(p.detach()[self.end :].cpu(), t)
-            for p, (h, t) in zip(params or self.params, self.saved)
-        )
+        digests = []
+        for p in self.params:
+            full = _gathered(p)
+            h = hashlib.sha256()
+            for block in (full[: self.base], full[self.end :]):
+                h.update(block.float().cpu().contiguous().numpy().tobytes())
+            digests.append(h.hexdigest())
+        return digests
+
+
+def _local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The rows this process holds and the global index of the first (FSDP2 shards dim 0)."""
+    if not hasattr(tensor, "to_local"):
+        return tensor, 0
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    _, (offset, *_) = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+    return tensor.to_local(), int(offset)
+
+
+def _gathered(param: torch.nn.Parameter) -> torch.Tensor:
+    """The full matrix: DTensor shards all-gathered, ZeRO-3 partitions gathered."""
+    if hasattr(param, "full_tensor"):
+        return param.detach().full_tensor()
+    if hasattr(param, "ds_id"):
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters([param]):
+            return param.detach().clone()
+    return param.detach()
