@@ -1,7 +1,8 @@
 """Tokens/s and peak memory: our document-masked loop against the HF ``Trainer``, same model and data.
 
     python bench/pretrain_bench.py                       # CPU: a small SmolLM2-shaped model, a few steps
-    python bench/pretrain_bench.py --device cuda --model smollm2-135m --seq-len 2048 --rows 8 --steps 30
+    python bench/pretrain_bench.py --device cuda --model smollm2-shape --seq-len 2048 --rows 8 --steps 30
+    bench/gpu_check.sh                                    # on a lent GPU: masking tests + this bench
 
 Variants (each in its own process, so peak memory is its own):
   a) Trainer, one document per sequence, padded to the longest in the batch (no packing)
@@ -32,18 +33,21 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 def make_model(args: argparse.Namespace, out: Path) -> Path:
-    """The model folder every variant starts from (a real alias, or a small SmolLM2-shaped one)."""
+    """The model folder every variant starts from: a real alias or folder, or random weights in
+    SmolLM2-135M's own shape (``smollm2-shape``: throughput needs no trained weights, and a GPU machine
+    then needs only ``--base``, a folder with the config and tokenizer) or a small one (``small``)."""
     from langadapt.models import resolve_model
 
-    base = resolve_model("smollm2-135m")
-    if args.model != "small":
+    if args.model not in ("small", "smollm2-shape"):
         return resolve_model(args.model)
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    base = resolve_model(args.base)
     cfg = AutoConfig.from_pretrained(base)
-    cfg.update({"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64})  # fmt: skip
+    if args.model == "small":
+        cfg.update({"hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64})  # fmt: skip
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
     AutoTokenizer.from_pretrained(base).save_pretrained(out)
@@ -150,7 +154,9 @@ VARIANTS = {"trainer-padded": "a) Trainer, padded documents", "trainer-flatten":
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--model", default="small", help="'small' (SmolLM2 shape, 4x256) or an alias/folder")
+    ap.add_argument("--model", default="small",
+                    help="'small' (SmolLM2-like, 4x256), 'smollm2-shape' (random, full size) or an alias/folder")
+    ap.add_argument("--base", default="smollm2-135m", help="config + tokenizer for small / smollm2-shape")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--rows", type=int, default=4, help="rows of seq-len tokens per step")
     ap.add_argument("--steps", type=int, default=5)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -30,34 +32,77 @@ def _packed():
     return docs, ids, pos
 
 
-def _separate_loss(model, docs) -> float:
+def _separate_loss_tensor(model, docs) -> torch.Tensor:
     """Token-weighted mean over documents run alone (each document's first token is never predicted)."""
     total, count = 0.0, 0
     for row in docs:
         for d in row:
             if len(d) < 2:
                 continue
-            logits = model(input_ids=d[None], use_cache=False).logits[0, :-1].double()
-            total += torch.nn.functional.cross_entropy(logits, d[1:], reduction="sum").item()
+            logits = model(input_ids=d[None], use_cache=False).logits[0, :-1].float()
+            total = total + torch.nn.functional.cross_entropy(logits, d[1:], reduction="sum")
             count += len(d) - 1
     return total / count
 
 
-@pytest.mark.parametrize("path", ["sdpa", "eager", "flex"])
-def test_packed_loss_equals_separate_documents(model, path):
+def _separate_loss(model, docs) -> float:
+    with torch.no_grad():
+        return _separate_loss_tensor(model, docs).item()
+
+
+def _grads(model) -> dict[str, torch.Tensor]:
+    out = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def _has_flash() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+GPU = torch.cuda.is_available()
+PATHS = [
+    ("sdpa", "cpu"), ("eager", "cpu"), ("flex", "cpu"),
+    pytest.param("sdpa", "cuda", marks=pytest.mark.skipif(not GPU, reason="needs a GPU")),
+    pytest.param("flex", "cuda", marks=pytest.mark.skipif(not GPU, reason="needs a GPU")),
+    pytest.param("flash", "cuda", marks=pytest.mark.skipif(not (GPU and _has_flash()), reason="needs flash-attn")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "device"), PATHS)
+def test_packed_loss_equals_separate_documents(model, path, device):
+    """Loss and gradients of a packed row = those of its documents run one by one (fp32, 1e-5).
+
+    flex_attention has no backward on CPU (torch 2.13), so there only its forward is checkable; on a
+    GPU every path trains. flash-attention has no fp32 kernels: it runs in bf16 and is compared with
+    the same documents through the same kernel one by one (a bf16 tolerance).
+    """
     docs, ids, pos = _packed()
     if path == "flex" and not masking._has_flex():
         pytest.skip("no flex_attention in this torch")
-    model.set_attn_implementation("eager" if path == "eager" else masking.HF_IMPLEMENTATION[path])
-    kwargs = masking.forward_kwargs(path, ids, pos)
+    dtype = torch.bfloat16 if path == "flash" else torch.float32
+    model = copy.deepcopy(model).to(device=device, dtype=dtype)
+    docs = [[d.to(device) for d in row] for row in docs]
+    model.set_attn_implementation(masking.HF_IMPLEMENTATION[path])
+    kwargs = masking.forward_kwargs(path, ids.to(device), pos.to(device))
     model.train()  # train mode is where the cache trap bites; dropout is 0 in this config
-    # flex_attention has no CPU backward (torch 2.13): its forward is what is checkable here.
-    with torch.no_grad() if path == "flex" else torch.enable_grad():
-        packed = model(**kwargs).loss.item()
-    model.set_attn_implementation("sdpa")
-    with torch.no_grad():
-        expected = _separate_loss(model, docs)
-    assert packed == pytest.approx(expected, abs=1e-5)
+    trains = not (path == "flex" and device == "cpu")
+    with torch.enable_grad() if trains else torch.no_grad():
+        packed = model(**kwargs).loss
+    if trains:
+        packed.backward()
+        packed_grads = _grads(model)
+    if path != "flash":  # the reference: SDPA, one document at a time
+        model.set_attn_implementation("sdpa")
+    expected = _separate_loss_tensor(model, docs)
+    tol = 2e-2 if path == "flash" else 1e-5
+    assert packed.item() == pytest.approx(expected.item(), abs=tol)
+    if trains:
+        expected.backward()
+        for name, grad in _grads(model).items():
+            torch.testing.assert_close(packed_grads[name].float(), grad.float(), rtol=tol, atol=tol, msg=name)
 
 
 def test_transformers_position_id_masking_needs_use_cache_false(model):

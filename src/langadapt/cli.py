@@ -352,11 +352,16 @@ def expand_multi_values(argv: list[str]) -> list[str]:
 
 def _quiet_libraries() -> None:
     """No per-file "Loading weights" bars from transformers: stages print their own progress."""
+    import logging
     import os
 
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # every model and data path is local
+    # accelerate imports DeepSpeed whenever it is installed, and DeepSpeed then warns on every start
+    # without a GPU that it "fell back" to its CPU accelerator: expected on a CPU, noise in every command.
+    expected = "Setting accelerator to CPU"
+    logging.getLogger("DeepSpeed").addFilter(lambda record: expected not in record.getMessage())
 
 
 def _reuse_freed_memory() -> None:

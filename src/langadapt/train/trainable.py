@@ -25,9 +25,9 @@ freezer is attached to the model *after* ``accelerator.prepare`` (:meth:`RowFree
   hook masks it before the AccumulateGrad node whose post-hook DeepSpeed uses to reduce it.
 
 Every path ends with :meth:`RowFreeze.fingerprint` compared before and after training (stage.json's
-``frozen_rows_unchanged``). Tested on CPU: one process, DDP and DeepSpeed ZeRO-2/3 through the CLI under
-``accelerate launch`` (gloo), and FSDP2 with ``fully_shard`` directly, because accelerate does not
-offer FSDP without GPUs (tests/test_pretrain_dist.py).
+``frozen_rows_unchanged``). Tested on CPU through the CLI under ``accelerate launch`` (gloo): one
+process, DDP, DeepSpeed ZeRO-2/3 and FSDP2 (tests/test_pretrain_dist.py; FSDP2 needs a test-only shim
+because accelerate offers FSDP only on GPUs).
 """
 
 from __future__ import annotations
