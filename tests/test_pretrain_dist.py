@@ -94,10 +94,11 @@ HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
     pytest.param("deepspeed-zero3", "tiny_untied_padded", marks=pytest.mark.skipif(not HAS_DEEPSPEED, reason="no deepspeed")),
     pytest.param("deepspeed-zero3", "tiny_tied", marks=pytest.mark.skipif(not HAS_DEEPSPEED, reason="no deepspeed")),
     ("fsdp", "tiny_untied_padded"),
+    ("ddp", "tiny_tied"),
 ])  # fmt: skip
 def test_sharded_training_trains_only_new_rows_like_one_process(tmp_path, request, backend, model_fixture,
                                                                 bytelevel_tok, hu_texts):  # fmt: skip
-    """ZeRO-2/3 and FSDP2 through the CLI: the new rows train as in one process, every other row stays.
+    """DDP, ZeRO-2/3 and FSDP2 through the CLI: the new rows train as in one process, every other row stays.
 
     The untied model has 613 rows (13 of padding), so FSDP2's dim-0 shards are uneven and the mask's
     global row offsets matter. ZeRO-3 and FSDP2 also resume from their sharded checkpoint bit-identically.
@@ -108,7 +109,7 @@ def test_sharded_training_trains_only_new_rows_like_one_process(tmp_path, reques
     one = subprocess.run([sys.executable, *_args(model, data, tmp_path / "one", 4), *spec], env=ENV,
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert one.returncode == 0, one.stderr[-2000:]
-    launch = _launch(f"{backend}.yaml", 29534)
+    launch = _launch(None if backend == "ddp" else f"{backend}.yaml", 29534)
     if backend == "fsdp":  # accelerate offers FSDP only on GPUs: see the shim
         launch.append(str(Path(__file__).with_name("fsdp_on_cpu.py")))
         args = _args(model, data, tmp_path / "two", 2)[2:]  # without "-m langadapt.cli"
@@ -118,7 +119,8 @@ def test_sharded_training_trains_only_new_rows_like_one_process(tmp_path, reques
     two = subprocess.run(launch_two, env=ENV, capture_output=True, text=True, cwd=REPO, check=False)
     assert two.returncode == 0, two.stderr[-3000:]
     stage = json.loads((tmp_path / "two" / "stage.json").read_text())
-    assert stage["distributed"] == ("FSDP" if backend == "fsdp" else "DEEPSPEED") and stage["processes"] == 2
+    kind = {"ddp": "MULTI_CPU", "fsdp": "FSDP"}.get(backend, "DEEPSPEED")
+    assert stage["distributed"] == kind and stage["processes"] == 2
     assert stage["frozen_rows_unchanged"] is True
     a, b = read_metrics(tmp_path / "one" / "metrics.jsonl"), read_metrics(tmp_path / "two" / "metrics.jsonl")
     assert len(a) == len(b) == 3
