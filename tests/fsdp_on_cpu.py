@@ -16,7 +16,7 @@ from accelerate.state import PartialState
 from accelerate.utils import DistributedType
 
 
-def _prepare_backend(self, cpu=False, sagemaker_dp=False, backend=None):  # noqa: ARG001
+def _prepare_backend(self, cpu=False, sagemaker_dp=False, backend=None):
     return "gloo", DistributedType.MULTI_GPU
 
 

@@ -7,7 +7,6 @@ import torch
 
 from langadapt.eval.bpb import bpb_of_model, document_start, evaluate_bpb, windows
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

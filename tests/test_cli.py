@@ -19,7 +19,8 @@ COMMANDS = [
 
 def langadapt(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "langadapt.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
+        [sys.executable, "-m", "langadapt.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+        check=False,
     )
 
 

@@ -16,7 +16,7 @@ def test_demo_adapts_smollm2_to_hungarian(tmp_path):
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "langadapt.cli", "demo", "--runs-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=3000,
+        capture_output=True, text=True, timeout=3000, check=False,
     )  # fmt: skip
     minutes = (time.perf_counter() - started) / 60
     assert result.returncode == 0, result.stderr[-3000:]

@@ -12,10 +12,9 @@ from langadapt.runs import atomic_output_dir, is_done, mark_done, write_stage_js
 
 def test_failure_leaves_no_output(tmp_path):
     out = tmp_path / "stage"
-    with pytest.raises(RuntimeError):
-        with atomic_output_dir(out) as tmp:
-            (tmp / "half.bin").write_bytes(b"x")
-            raise RuntimeError("crash mid-stage")
+    with pytest.raises(RuntimeError), atomic_output_dir(out) as tmp:
+        (tmp / "half.bin").write_bytes(b"x")
+        raise RuntimeError("crash mid-stage")
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -28,6 +27,5 @@ def test_success_renames_and_records(tmp_path):
     record = json.loads((out / "stage.json").read_text())
     assert record["config"] == {"a": 1} and record["figure"] == 3 and "langadapt_version" in record
     assert is_done(out)
-    with pytest.raises(UserError, match="already exists"):
-        with atomic_output_dir(out):
-            pass
+    with pytest.raises(UserError, match="already exists"), atomic_output_dir(out):
+        pass

@@ -27,8 +27,7 @@ def demo_texts(lang: str, split: str = "train", n: int = 200) -> list[str]:
 def write_jsonl(path: Path, texts: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
-        for t in texts:
-            fh.write(json.dumps({"text": t}, ensure_ascii=False) + "\n")
+        fh.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
     return path
 
 

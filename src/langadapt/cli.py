@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -39,7 +39,7 @@ MULTI_VALUE_OPTIONS = {"--corpus", "--english-corpus", "--english-heldout", "--t
                        "--kl-corpus"}  # fmt: skip
 
 Files = Annotated[list[Path], typer.Option(help="One or more corpus files (txt, jsonl[.gz], parquet, datasets folder).")]
-OptFiles = Annotated[Optional[list[Path]], typer.Option(help="Optional corpus files.")]
+OptFiles = Annotated[list[Path] | None, typer.Option(help="Optional corpus files.")]
 TextField = Annotated[str, typer.Option(help="JSON field / column holding the text.")]
 OutDir = Annotated[Path, typer.Option(help="Output folder (must not exist).")]
 
@@ -55,7 +55,7 @@ def _strs(paths: list[Path] | None) -> list[str]:
 def run(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")],
     dry_run: Annotated[bool, typer.Option(help="Only show which stages would run.")] = False,
-    runs_dir: Annotated[Optional[Path], typer.Option(help="Override the recipe's runs_dir.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Override the recipe's runs_dir.")] = None,
 ) -> None:
     """Run every unfinished stage of a recipe into runs/<name>/ (finished stages are skipped)."""
     _run_recipe_file(recipe, runs_dir, dry_run)
@@ -111,7 +111,7 @@ def tokenizer_extend(
     target_heldout: OptFiles = None,
     min_frequency: Annotated[int, typer.Option(help="Least count of a new merge.")] = 2,
     text_field: TextField = "text",
-    max_docs: Annotated[Optional[int], typer.Option(help="Read at most this many documents.")] = None,
+    max_docs: Annotated[int | None, typer.Option(help="Read at most this many documents.")] = None,
 ) -> None:
     """Continue the base tokenizer's BPE on target text and append the new tokens and merges."""
     from langadapt.tokenizer.extend import extend, print_extension
@@ -129,10 +129,11 @@ def tokenizer_stats(
     corpus: Files,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     text_field: TextField = "text",
-    max_docs: Annotated[Optional[int], typer.Option(help="Read at most this many documents.")] = None,
+    max_docs: Annotated[int | None, typer.Option(help="Read at most this many documents.")] = None,
 ) -> None:
     """Tokens per word (and per character), bytes per token, byte-fallback/unknown share."""
-    from langadapt.tokenizer.metrics import print_stats, tokenizer_stats as stats
+    from langadapt.tokenizer.metrics import print_stats
+    from langadapt.tokenizer.metrics import tokenizer_stats as stats
 
     print_stats(stats(tokenizer, _strs(corpus), text_field=text_field, max_docs=max_docs), json_out)
 
@@ -167,7 +168,7 @@ def embeddings_init(
     method: Annotated[str, typer.Option(help="mean-subword | mean | random")] = "mean-subword",
     output_remedy: Annotated[str, typer.Option(help="auto | shift | none: keep new output rows from taking mass.")] = "auto",
     output_shift: Annotated[float, typer.Option(help="Nats the shift remedy lowers new output rows by.")] = 2.0,
-    pad_to_multiple_of: Annotated[Optional[int], typer.Option(help="Round rows up to a multiple.")] = 64,
+    pad_to_multiple_of: Annotated[int | None, typer.Option(help="Round rows up to a multiple.")] = 64,
     kl_corpus: OptFiles = None,
     seed: int = 0,
 ) -> None:
@@ -189,11 +190,11 @@ def embeddings_distill(
     steps: int = 100,
     calibrate_steps: int = 50,
     lr: float = 3e-3,
-    calibrate_lr: Annotated[Optional[float], typer.Option(help="Stage-2 learning rate (default: lr / 10).")] = None,
+    calibrate_lr: Annotated[float | None, typer.Option(help="Stage-2 learning rate (default: lr / 10).")] = None,
     batch_size: int = 8,
     seq_len: int = 128,
     seed: int = 0,
-    bf16: Annotated[Optional[bool], typer.Option(help="bf16 autocast (default: where faster).")] = None,
+    bf16: Annotated[bool | None, typer.Option(help="bf16 autocast (default: where faster).")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between resumable checkpoints.")] = 50,
     text_field: TextField = "text",
 ) -> None:
@@ -214,7 +215,7 @@ def embeddings_distill(
 def eval_bpb(
     model: Annotated[list[str], typer.Option(help="One or more models (aliases or folders).")],
     corpus: Files,
-    max_docs: Annotated[Optional[int], typer.Option(help="Documents per corpus.")] = None,
+    max_docs: Annotated[int | None, typer.Option(help="Documents per corpus.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     batch_size: int = 8,
     max_len: Annotated[int, typer.Option(help="Window length in tokens.")] = 1024,
@@ -270,9 +271,9 @@ def train_pretrain(
     weight_decay: float = 0.1,
     micro_batch: int = 4,
     grad_accum: int = 1,
-    max_steps: Optional[int] = None,
-    max_minutes: Optional[float] = None,
-    bf16: Annotated[Optional[bool], typer.Option(help="bf16 autocast (default: where faster).")] = None,
+    max_steps: int | None = None,
+    max_minutes: float | None = None,
+    bf16: Annotated[bool | None, typer.Option(help="bf16 autocast (default: where faster).")] = None,
     compile: bool = False,
     gradient_checkpointing: bool = False,
     attention: str = "auto",
@@ -314,7 +315,7 @@ def corpus_prepare(
     min_words: Annotated[int, typer.Option(help="Shortest document kept, in words.")] = 10,
     minhash_threshold: Annotated[float, typer.Option(help="Near-duplicate Jaccard threshold.")] = 0.8,
     output_format: Annotated[str, typer.Option(help="jsonl.gz | parquet")] = "jsonl.gz",
-    licenses: Annotated[Optional[list[str]], typer.Option(help="Licences of the sources (data card).")] = None,
+    licenses: Annotated[list[str] | None, typer.Option(help="Licences of the sources (data card).")] = None,
     slurm_partition: Annotated[str, typer.Option(help="Slurm partition (--executor slurm).")] = "",
 ) -> None:
     """Clean, filter by script and language, and deduplicate raw text (datatrove)."""

@@ -9,6 +9,7 @@ so a run never trains on silently ignored settings.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -470,15 +471,15 @@ def field_docs(cls: type) -> dict[str, str]:
     body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
     return {
         node.target.id: " ".join(nxt.value.value.split())
-        for node, nxt in zip(body, body[1:])
+        for node, nxt in itertools.pairwise(body)
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
     }
 
 
 def recipe_reference() -> str:
     """Markdown reference of every recipe key (docs/recipes.md is this text; a test keeps it in sync)."""
-    lines = ["# Recipe reference", "", "Generated from `langadapt/config.py` by "
-             "`python -m langadapt.config > docs/recipes.md`. Unknown keys are errors.", ""]  # fmt: skip
+    intro = "Generated from `langadapt/config.py` by `python -m langadapt.config > docs/recipes.md`."
+    lines = ["# Recipe reference", "", f"{intro} Unknown keys are errors.", ""]
     sections = [("top level", Recipe)] + [
         (f.name, next(a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)))
         for f in dataclasses.fields(Recipe)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from langadapt.errors import UserError
-from langadapt.runs import atomic_output_dir, write_json_atomic, provenance
+from langadapt.runs import atomic_output_dir, provenance, write_json_atomic
 
 if TYPE_CHECKING:  # heavy imports stay out of CLI start-up
     import torch
@@ -79,7 +79,7 @@ def gguf_file(alias: GgufAlias) -> Path:
     spec = importlib.util.find_spec(alias.package)
     if spec is None or not spec.submodule_search_locations:
         raise UserError(f"the default model is not installed; run: {alias.install}")
-    path = Path(list(spec.submodule_search_locations)[0]) / alias.filename
+    path = Path(next(iter(spec.submodule_search_locations))) / alias.filename
     if not path.exists():
         raise UserError(f"{alias.filename} missing from the package; run: {alias.install}", path)
     return path
@@ -124,7 +124,7 @@ def _strip_quantization_config(config_json: Path) -> None:
     write_json_atomic(config_json, config)
 
 
-def load_tokenizer(name_or_path: str | Path) -> "PreTrainedTokenizerBase":
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     path = resolve_tokenizer(name_or_path)
@@ -145,7 +145,7 @@ def load_fast_tokenizer(name_or_path: str | Path):
         raise UserError(f"cannot read tokenizer ({str(exc).splitlines()[0]})", path) from exc
 
 
-def load_model(name_or_path: str | Path, dtype: "torch.dtype | None" = None) -> "PreTrainedModel":
+def load_model(name_or_path: str | Path, dtype: torch.dtype | None = None) -> PreTrainedModel:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -156,7 +156,7 @@ def load_model(name_or_path: str | Path, dtype: "torch.dtype | None" = None) -> 
         raise UserError(f"cannot load model: {str(exc).splitlines()[0]}", path) from exc
 
 
-def save_model(model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", out: Path) -> None:
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
     """Save model + tokenizer into an existing (temporary) folder as safetensors."""
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -17,10 +17,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langadapt import __version__
 from langadapt.errors import UserError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 DONE = "DONE"
 STAGE_JSON = "stage.json"
@@ -69,7 +72,7 @@ def provenance() -> dict[str, Any]:
     with contextlib.suppress(Exception):
         here = Path(__file__).resolve().parent
         commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
         )
         if commit.returncode == 0:
             info["git_commit"] = commit.stdout.strip()
@@ -121,7 +124,7 @@ def atomic_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
 class Timer:
     """``with Timer() as t: ...; t.seconds``"""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Self:
         self.start = time.perf_counter()
         self.seconds = 0.0
         return self

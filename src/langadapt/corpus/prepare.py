@@ -17,7 +17,6 @@ finished task (datatrove's completion markers) and ``out`` appears only when all
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import shutil

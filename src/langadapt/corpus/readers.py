@@ -75,10 +75,10 @@ def _iter_one(path: Path, text_field: str) -> Iterator[str]:
     try:
         if path.is_dir():
             yield from _iter_saved_dataset(path, text_field)
-        elif name.endswith(".jsonl.gz") or name.endswith(".json.gz"):
+        elif name.endswith((".jsonl.gz", ".json.gz")):
             with gzip.open(path, "rt", encoding="utf-8") as fh:
                 yield from _iter_jsonl(fh, path, text_field)
-        elif name.endswith(".jsonl") or name.endswith(".json"):
+        elif name.endswith((".jsonl", ".json")):
             with open(path, encoding="utf-8") as fh:
                 yield from _iter_jsonl(fh, path, text_field)
         elif name.endswith(".parquet"):

@@ -202,7 +202,7 @@ def bf16_is_faster(device: torch.device | str = "cpu") -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_bf16(requested: bool | None, device: "torch.device | str" = "cpu") -> bool:
+def resolve_bf16(requested: bool | None, device: torch.device | str = "cpu") -> bool:
     """An explicit flag wins; ``None`` means bf16 autocast where it is faster."""
     return bf16_is_faster(device) if requested is None else requested
 

@@ -43,7 +43,7 @@ def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
             with torch.inference_mode():
                 scores = {
                     corpus: bpb_of_model(model, tokenizer, docs, batch_size=cfg.batch_size,
-                                         max_len=cfg.max_len, stride=cfg.stride, bf16=bf16)  # fmt: skip
+                                         max_len=cfg.max_len, stride=cfg.stride, bf16=bf16)
                     for corpus, docs in texts.items()
                 }
             label = "base" if not results else model_label(name)  # the runner lists the base model first
@@ -128,8 +128,9 @@ def write_report(run_dir: Path) -> Path:
     if rows:
         lines += ["| metric | " + " | ".join(labels) + " | change |", "|---" * (len(labels) + 2) + "|"]
         lines += [f"| {n} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {_change(vals)} |" for n, vals in rows]
-        lines += ["", "Bits per byte: summed negative log-likelihood / ln 2 / UTF-8 bytes, on held-out text; "
-                  "comparable across tokenizers. Lower is better.", ""]  # fmt: skip
+        about = ("Bits per byte: summed negative log-likelihood / ln 2 / UTF-8 bytes, on held-out text; "
+                 "comparable across tokenizers. Lower is better.")
+        lines += ["", about, ""]
     lines += _stage_lines(run_dir)
     for plot in make_plots(run_dir):
         lines += [f"![{plot.stem}](plots/{plot.name})", ""]
