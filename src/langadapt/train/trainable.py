@@ -208,7 +208,8 @@ class RowFreeze:
             full = _gathered(p)
             h = hashlib.sha256()
             for block in (full[: self.base], full[self.end :]):
-                h.update(block.float().cpu().contiguous().numpy().tobytes())
+                for chunk in block.split(4096):  # a 7B model's matrix is ~1 GB: copy a slice at a time
+                    h.update(chunk.float().cpu().contiguous().numpy().tobytes())
             digests.append(h.hexdigest())
         return digests
 
