@@ -155,7 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--model", default="small",
-                    help="'small' (SmolLM2-like, 4x256), 'smollm2-shape' (random, full size) or an alias/folder")
+                    help="small (SmolLM2-like, 4x256), smollm2-shape (random, full size), or an alias/folder")
     ap.add_argument("--base", default="smollm2-135m", help="config + tokenizer for small / smollm2-shape")
     ap.add_argument("--seq-len", type=int, default=512)
     ap.add_argument("--rows", type=int, default=4, help="rows of seq-len tokens per step")

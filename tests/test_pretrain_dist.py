@@ -86,13 +86,13 @@ def _assert_only_new_rows_trained(before: dict, after: dict, n_tokens: int) -> N
             assert not torch.equal(before[key][BASE_ROWS:n_tokens], after[key][BASE_ROWS:n_tokens]), key
 
 
-HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
+NEEDS_DEEPSPEED = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="no deepspeed")
 
 
 @pytest.mark.parametrize(("backend", "model_fixture"), [
-    pytest.param("deepspeed-zero2", "tiny_untied_padded", marks=pytest.mark.skipif(not HAS_DEEPSPEED, reason="no deepspeed")),
-    pytest.param("deepspeed-zero3", "tiny_untied_padded", marks=pytest.mark.skipif(not HAS_DEEPSPEED, reason="no deepspeed")),
-    pytest.param("deepspeed-zero3", "tiny_tied", marks=pytest.mark.skipif(not HAS_DEEPSPEED, reason="no deepspeed")),
+    pytest.param("deepspeed-zero2", "tiny_untied_padded", marks=NEEDS_DEEPSPEED),
+    pytest.param("deepspeed-zero3", "tiny_untied_padded", marks=NEEDS_DEEPSPEED),
+    pytest.param("deepspeed-zero3", "tiny_tied", marks=NEEDS_DEEPSPEED),
     ("fsdp", "tiny_untied_padded"),
     ("ddp", "tiny_tied"),
 ])  # fmt: skip

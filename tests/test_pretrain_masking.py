@@ -67,7 +67,7 @@ PATHS = [
     ("sdpa", "cpu"), ("eager", "cpu"), ("flex", "cpu"),
     pytest.param("sdpa", "cuda", marks=pytest.mark.skipif(not GPU, reason="needs a GPU")),
     pytest.param("flex", "cuda", marks=pytest.mark.skipif(not GPU, reason="needs a GPU")),
-    pytest.param("flash", "cuda", marks=pytest.mark.skipif(not (GPU and _has_flash()), reason="needs flash-attn")),
+    pytest.param("flash", "cuda", marks=pytest.mark.skipif(not (GPU and _has_flash()), reason="no flash-attn")),
 ]  # fmt: skip
 
 

@@ -71,9 +71,8 @@ def provenance() -> dict[str, Any]:
     info: dict[str, Any] = {"langadapt_version": __version__}
     with contextlib.suppress(Exception):
         here = Path(__file__).resolve().parent
-        commit = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
-        )
+        commit = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=False)  # fmt: skip
         if commit.returncode == 0:
             info["git_commit"] = commit.stdout.strip()
     return info

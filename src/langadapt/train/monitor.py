@@ -25,7 +25,7 @@ def installed(tracker: str) -> bool:
 
 
 def resolve_trackers(report_to: str) -> list[str]:
-    """``auto``: every installed tracker; ``none``: []; else the named ones, each of which must be installed."""
+    """``auto``: every installed tracker; ``none``: []; else the named ones, which must be installed."""
     from langadapt.errors import UserError
 
     names = [t.strip() for t in report_to.split(",") if t.strip()]

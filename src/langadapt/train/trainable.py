@@ -200,7 +200,7 @@ class RowFreeze:
         return ((rows >= self.base) & (rows < self.end)).to(local.dtype)
 
     def fingerprint(self) -> list[str]:
-        """sha256 of the frozen rows of each matrix (a collective under FSDP2 / ZeRO-3: call on every rank)."""
+        """sha256 of the frozen rows of each matrix (under FSDP2 / ZeRO-3 a collective: every rank calls)."""
         import hashlib
 
         digests = []
@@ -220,7 +220,8 @@ def _local_rows(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
         return tensor, 0
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
-    _, (offset, *_) = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+    mesh, placements = tensor.device_mesh, tensor.placements
+    _, (offset, *_) = compute_local_shape_and_global_offset(tensor.shape, mesh, placements)
     return tensor.to_local(), int(offset)
 
 
