@@ -90,16 +90,14 @@ class Trainer:
         if self.row_freeze is not None:  # after prepare: FSDP2 replaces the parameters (trainable.py)
             self.row_freeze.attach(acc.unwrap_model(self.model, keep_torch_compile=False),
                                    deepspeed=acc.distributed_type.value == "DEEPSPEED")  # fmt: skip
-            self.frozen_fingerprint = self.row_freeze.fingerprint()
         self.n_params = sum(trainable.full_numel(p) for p in model.parameters())
         self.state: dict[str, Any] = {"step": 0, "best_step": None, "best_value": None, "tokens": 0,
                                       "train_seconds": 0.0}  # fmt: skip
         found = checkpoint.latest(out / "checkpoints")
         if found is not None:
             self.state.update(checkpoint.load(acc, found[0]))
-        self.tracking = bool(acc.log_with)  # the trackers resolved from cfg.report_to
-        if acc.is_main_process and self.tracking:
-            acc.init_trackers("pretrain", config={k: str(v) for k, v in vars(cfg).items()})
+        # init_trackers and log run on the main process only, and do nothing without trackers
+        acc.init_trackers("pretrain", config={k: str(v) for k, v in vars(cfg).items()})
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -112,8 +110,7 @@ class Trainer:
             while self.state["step"] < self.total_steps:
                 record = self.train_step()
                 monitor.log(record)
-                if acc.is_main_process and self.tracking:
-                    acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=record["step"])
+                acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=record["step"])
                 step = self.state["step"]
                 if self.eval_texts and cfg.eval_every and step % cfg.eval_every == 0:
                     monitor.log(self.evaluate())
@@ -129,7 +126,7 @@ class Trainer:
             if self.eval_texts and last_eval != self.state["step"]:
                 monitor.log(self.evaluate())
             if self.row_freeze is not None:
-                self.state["frozen_rows_unchanged"] = self.row_freeze.fingerprint() == self.frozen_fingerprint
+                self.state["frozen_rows_unchanged"] = self.row_freeze.unchanged()
                 if not self.state["frozen_rows_unchanged"] and acc.is_main_process:
                     print("warning: train new-embeddings changed frozen embedding rows (a bug: report it)")
         finally:

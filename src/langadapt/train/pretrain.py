@@ -67,11 +67,9 @@ def check_inputs(cfg: PretrainConfig, out: Path) -> Inputs:
     from langadapt.data.reader import PackedDataset, check_tokenizer
     from langadapt.models import resolve_model
     from langadapt.train.evaluation import load_eval_texts
-    from langadapt.train.monitor import resolve_trackers
 
     if not cfg.model or not cfg.data:
         raise UserError("pretrain needs a model and a packed data folder")
-    resolve_trackers(cfg.report_to)
     model_dir = resolve_model(cfg.model)
     dataset = PackedDataset(cfg.data)
     check_tokenizer(cfg.data, model_dir)

@@ -24,7 +24,7 @@ freezer is attached to the model *after* ``accelerator.prepare`` (:meth:`RowFree
   objects, and the gradient autograd computes for the (gathered) parameter is full-shaped, so a tensor
   hook masks it before the AccumulateGrad node whose post-hook DeepSpeed uses to reduce it.
 
-Every path ends with :meth:`RowFreeze.fingerprint` compared before and after training (stage.json's
+Every path ends with :meth:`RowFreeze.unchanged`, the frozen rows' sha256 compared with that at attach (stage.json's
 ``frozen_rows_unchanged``). Tested on CPU through the CLI under ``accelerate launch`` (gloo): one
 process, DDP, DeepSpeed ZeRO-2/3 and FSDP2 (tests/test_pretrain_dist.py; FSDP2 needs a test-only shim
 because accelerate offers FSDP only on GPUs).
@@ -171,15 +171,23 @@ class RowFreeze:
         self.params: list[torch.nn.Parameter] = []
         self.deepspeed = False
         self.handles: list[Any] = []
+        self.attached_fingerprint: list[str] = []
 
     def attach(self, model: torch.nn.Module, *, deepspeed: bool = False) -> RowFreeze:
-        """Bind to the embedding matrices of the model *as prepared* (sharded, wrapped or not)."""
+        """Bind to the embedding matrices of the model *as prepared* (sharded, wrapped or not).
+
+        Every rank calls it (the fingerprint gathers sharded matrices)."""
         self.params = embedding_matrices(model)
         self.deepspeed = deepspeed
         if deepspeed:  # the engine owns the gradients: mask them as autograd produces them
             self.handles = [p.register_hook(functools.partial(self._masked, full_shape(p)[0]))
                             for p in self.params]  # fmt: skip
+        self.attached_fingerprint = self.fingerprint()
         return self
+
+    def unchanged(self) -> bool:
+        """Frozen rows as they were at :meth:`attach` (every rank calls it, like attach)."""
+        return self.fingerprint() == self.attached_fingerprint
 
     def mask_grads(self) -> None:
         """Zero the frozen rows of ``.grad`` (after backward, before clipping and the optimizer step)."""
