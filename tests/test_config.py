@@ -66,3 +66,11 @@ def test_docs_recipe_reference_is_in_sync():
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
     assert docs.read_text() == C.recipe_reference(), "run: python -m langadapt.config > docs/recipes.md"
+
+
+@pytest.mark.parametrize("spec", ["auto,tensorboard", "none,wandb", "", "comet"])
+def test_report_to_is_parsed_once_and_strictly(spec):
+    """One parser for config and trackers: what the config accepts, training can resolve."""
+    with pytest.raises(C.ConfigError, match="report_to"):
+        C.PretrainConfig(report_to=spec)
+    assert C.parse_report_to(" tensorboard , wandb ") == ["tensorboard", "wandb"]

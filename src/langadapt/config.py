@@ -309,12 +309,24 @@ class PretrainConfig:
             raise ConfigError(f"attention must be auto, sdpa, flex or flash, not {self.attention!r}")
         if self.select_metric not in ("target_bpb", "english_bpb"):
             raise ConfigError(f"select_metric must be target_bpb or english_bpb, not {self.select_metric!r}")
-        unknown = {t.strip() for t in self.report_to.split(",")} - {"auto", "none", "tensorboard", "wandb"}
-        if unknown:
-            raise ConfigError(f"report_to: unknown tracker {min(unknown)!r} "
-                              "(auto, none, tensorboard, wandb)")  # fmt: skip
+        parse_report_to(self.report_to)
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.eval_every < 0:
             raise ConfigError("keep_checkpoints must be >= 1; checkpoint_every and eval_every >= 0")
+
+
+TRACKERS = ("tensorboard", "wandb")
+"""accelerate trackers ``report_to`` may name."""
+
+
+def parse_report_to(spec: str) -> list[str]:
+    """``"auto"`` / ``"none"`` alone, or a comma-separated list of :data:`TRACKERS` (the one parser)."""
+    names = [t.strip() for t in spec.split(",") if t.strip()]
+    if names in (["auto"], ["none"]):
+        return names
+    bad = next((n for n in names if n not in TRACKERS), None) if names else ""
+    if bad is not None:
+        raise ConfigError(f"report_to: unknown tracker {bad!r} (auto, none, or a list of {', '.join(TRACKERS)})")
+    return names
 
 
 @dataclass(kw_only=True)

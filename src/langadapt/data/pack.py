@@ -62,7 +62,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -83,6 +83,9 @@ from langadapt.data.tokens import SpecialTokens, file_sha256, special_tokens, to
 from langadapt.errors import UserError
 from langadapt.models import resolve_tokenizer
 from langadapt.runs import atomic_output_dir, mark_done, write_json_atomic, write_stage_json
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 TOKEN_DTYPE = np.uint32
 

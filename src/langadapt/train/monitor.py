@@ -26,9 +26,10 @@ def installed(tracker: str) -> bool:
 
 def resolve_trackers(report_to: str) -> list[str]:
     """``auto``: every installed tracker; ``none``: []; else the named ones, which must be installed."""
+    from langadapt.config import parse_report_to
     from langadapt.errors import UserError
 
-    names = [t.strip() for t in report_to.split(",") if t.strip()]
+    names = parse_report_to(report_to)
     if names == ["auto"]:
         return [t for t in TRACKER_PACKAGES if installed(t)]
     if names == ["none"]:
