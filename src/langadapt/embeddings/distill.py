@@ -54,7 +54,7 @@ def distill(cfg: DistillConfig, out: Path) -> dict[str, Any]:
     """Stage entry: distil + calibrate the new rows of ``cfg.model`` and write the model to ``out``."""
     from langadapt.corpus.readers import check_corpus, iter_documents
     from langadapt.embeddings.rows import plan_rows
-    from langadapt.models import load_model, load_tokenizer, resolve_model
+    from langadapt.models import load_model, load_tokenizer, resolve_model, save_model
 
     start = time.perf_counter()
     student_path, teacher_path = resolve_model(cfg.model), resolve_model(cfg.teacher)
@@ -72,8 +72,7 @@ def distill(cfg: DistillConfig, out: Path) -> dict[str, Any]:
                             "(run `langadapt embeddings init` first)", student_path)  # fmt: skip
         docs = iter_documents(files, cfg.text_field)
         progress = train_new_rows(student, teacher, student_tok, teacher_tok, docs, cfg, ckpt_dir=ckpt)
-        student.save_pretrained(tmp)
-        student_tok.save_pretrained(tmp)
+        save_model(student, student_tok, tmp)
         record = write_stage_json(tmp, "distill", cfg, time.perf_counter() - start, **summary(progress, cfg))
         mark_done(tmp)
     shutil.rmtree(ckpt, ignore_errors=True)
@@ -117,15 +116,16 @@ def train_new_rows(
     student.eval(), teacher.eval()  # no dropout: training only changes rows, not behaviour
     teacher.requires_grad_(False)
     bf16 = resolve_bf16(cfg.bf16)
-    state = _load_checkpoint(ckpt_dir, cfg) or Progress()
+    state, saved = _load_checkpoint(ckpt_dir, cfg)
     for stage, steps in zip(STAGES, (cfg.steps, cfg.calibrate_steps)):
         if steps == 0 or STAGES.index(stage) < STAGES.index(state.stage):
             continue
         with new_rows_trainable(student, n_base, n_ext, head=stage == "calibrate") as (params, head):
             lr = stage_lr(cfg, stage)
             opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-            if state.stage == stage and state.step > 0:
-                _restore(ckpt_dir, params, opt)
+            if saved is not None and state.stage == stage and state.step > 0:
+                _restore(saved, params, opt)
+                saved = None
             loss_fn = _distill_loss(teacher) if stage == "distill" else _lm_loss(head)
             _run_stage(stage, steps, spans, params, opt, loss_fn, student, cfg, state, bf16, ckpt_dir, lr)
         if stage == "distill":
@@ -235,20 +235,20 @@ def _save_checkpoint(folder: Path, cfg: DistillConfig, state: Progress, params, 
     os.replace(tmp, folder / "state.pt")  # the rename is the commit point
 
 
-def _load_checkpoint(folder: Path | None, cfg: DistillConfig) -> Progress | None:
+def _load_checkpoint(folder: Path | None, cfg: DistillConfig) -> tuple[Progress, dict[str, Any] | None]:
+    """The progress to resume from and the saved rows + optimizer state (read once; fresh if none)."""
     if folder is None or not (folder / "state.pt").exists():
-        return None
+        return Progress(), None
     blob = torch.load(folder / "state.pt", weights_only=False)
     if blob["fingerprint"] != _fingerprint(cfg):
         print(f"{folder}: checkpoint is from other settings; starting over")
         shutil.rmtree(folder)
-        return None
+        return Progress(), None
     print(f"resuming {blob['stage']} at step {blob['step']} from {folder}")
-    return Progress(blob["stage"], blob["step"], blob["losses"], blob["seconds"])
+    return Progress(blob["stage"], blob["step"], blob["losses"], blob["seconds"]), blob
 
 
-def _restore(folder: Path, params, opt) -> None:
-    blob = torch.load(folder / "state.pt", weights_only=False)
+def _restore(blob: dict[str, Any], params, opt) -> None:
     with torch.no_grad():
         for p, saved in zip(params, blob["params"]):
             p.copy_(saved)

@@ -14,6 +14,7 @@ from typing import Any
 
 from langadapt.config import EvalConfig
 from langadapt.runs import Timer, atomic_output_dir, mark_done, write_stage_json, write_text_atomic
+from langadapt.train.monitor import read_metrics
 
 CORPORA = ("target", "english")
 
@@ -28,8 +29,6 @@ def model_label(path: str) -> str:
 
 def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     """Score every model in ``cfg.models`` on ``cfg.target`` and ``cfg.english``; write metrics.json."""
-    import torch
-
     from langadapt.eval.bpb import bf16_is_faster, bpb_of_model, read_heldout
     from langadapt.models import load_model, load_tokenizer, resolve_model
 
@@ -40,12 +39,11 @@ def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     with Timer() as timer, atomic_output_dir(out, overwrite=True) as tmp:
         for name, path in zip(cfg.models, paths):
             model, tokenizer = load_model(path), load_tokenizer(path)
-            with torch.inference_mode():
-                scores = {
-                    corpus: bpb_of_model(model, tokenizer, docs, batch_size=cfg.batch_size,
-                                         max_len=cfg.max_len, stride=cfg.stride, bf16=bf16)
-                    for corpus, docs in texts.items()
-                }
+            scores = {  # bpb_of_model runs in eval and inference mode itself
+                corpus: bpb_of_model(model, tokenizer, docs, batch_size=cfg.batch_size,
+                                     max_len=cfg.max_len, stride=cfg.stride, bf16=bf16)
+                for corpus, docs in texts.items()
+            }
             label = "base" if not results else model_label(name)  # the runner lists the base model first
             results.append({"label": label, "model": str(name), **scores})
             del model
@@ -173,7 +171,7 @@ def make_plots(run_dir: Path) -> list[Path]:
         made.append(_save(fig, plots_dir / "metrics.png"))
     log = Path(run_dir) / "pretrain" / "metrics.jsonl"
     if log.exists():
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        records = read_metrics(log)
         steps = [r for r in records if "loss" in r and "step" in r]
         if steps:
             fig, ax = plt.subplots(figsize=(6, 4))
