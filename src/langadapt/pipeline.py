@@ -9,14 +9,13 @@ thing the runner knows about stages.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from langadapt import config as C
-from langadapt.runs import is_done, write_text_atomic
+from langadapt.runs import Timer, is_done, write_text_atomic
 
 STAGE_DIRS = {
     "prepare": "corpus",
@@ -150,10 +149,10 @@ def run_recipe(recipe: C.Recipe, *, dry_run: bool = False, log: Callable[[str], 
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "recipe.yaml", C.dump_recipe(recipe))
     for stage in stages:
-        if is_done(stage.out):
+        if stage.done:  # plan() looked; a stage writes only its own folder
             continue
-        started = time.perf_counter()
         log(f"[{stage.name}] started")
-        stage_function(stage.name)(stage.config, stage.out)
-        log(f"[{stage.name}] done in {time.perf_counter() - started:.1f} s")
+        with Timer() as timer:
+            stage_function(stage.name)(stage.config, stage.out)
+        log(f"[{stage.name}] done in {timer.seconds:.1f} s")
     return run_dir

@@ -126,15 +126,11 @@ def _size(path: Path) -> int:
 
 
 def minhash_record(cfg: PrepareConfig) -> dict | None:
-    from langadapt.corpus.prepare import detection_probability, minhash_params
+    from langadapt.corpus.prepare import detection_probability, minhash_bands_rows
 
     if not cfg.minhash_dedup:
         return None
-    bands, rows = (
-        (cfg.minhash_buckets, cfg.minhash_rows)
-        if cfg.minhash_buckets
-        else minhash_params(cfg.minhash_threshold)
-    )
+    bands, rows = minhash_bands_rows(cfg)
     curve = {f"{s:.1f}": round(detection_probability(s, bands, rows), 4) for s in (0.5, 0.6, 0.7, 0.8, 0.9)}
     return {"ngrams": cfg.minhash_ngrams, "bands": bands, "rows": rows, "hashes": bands * rows,
             "detection_probability": curve}  # fmt: skip

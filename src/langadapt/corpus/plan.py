@@ -27,7 +27,7 @@ from langadapt.corpus.boilerplate import (
     ParagraphSignature,
     RepeatedParagraphRemover,
 )
-from langadapt.corpus.prepare import SHARDS, Stage, local_workers, minhash_params
+from langadapt.corpus.prepare import SHARDS, Stage, local_workers, minhash_bands_rows
 from langadapt.corpus.steps import (
     CorpusReader,
     LanguageIdFilter,
@@ -146,11 +146,7 @@ def build_stages(cfg: PrepareConfig, files: list[str], work: Path, out: Path, st
         ]
         prev = "exact"
     if cfg.minhash_dedup:
-        bands, rows = (
-            (cfg.minhash_buckets, cfg.minhash_rows)
-            if cfg.minhash_buckets
-            else minhash_params(cfg.minhash_threshold)
-        )
+        bands, rows = minhash_bands_rows(cfg)
         mh = MinhashConfig(n_grams=cfg.minhash_ngrams, num_buckets=bands, hashes_per_bucket=rows,
                            hash_config=HashConfig(precision=64))  # fmt: skip
         sig = MinhashSignature(str(tmp / "mh_sigs"), config=mh, language=scripts.ScriptWordTokenizer())

@@ -45,6 +45,13 @@ def work_dir(out: Path) -> Path:
     return out.with_name(f".{out.name}.work")
 
 
+def minhash_bands_rows(cfg: PrepareConfig) -> tuple[int, int]:
+    """The (bands, rows) a run uses: set explicitly, or derived from the threshold."""
+    if cfg.minhash_buckets:
+        return cfg.minhash_buckets, cfg.minhash_rows
+    return minhash_params(cfg.minhash_threshold)
+
+
 def minhash_params(threshold: float) -> tuple[int, int]:
     """(bands, rows) for LSH at ``threshold``: the fewest hashes for which a pair at threshold + 0.1 is
     found with probability >= 0.99 and a pair at threshold - 0.3 with probability <= 0.01.

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from langadapt.errors import UserError
+from langadapt.runs import is_done
 
 FORMAT = "langadapt-packed-v1"
 PACK_JSON = "pack.json"
@@ -27,7 +28,7 @@ def load_pack_info(folder: str | Path) -> dict[str, Any]:
     info_path = folder / PACK_JSON
     if not folder.is_dir():
         raise UserError("packed data folder not found", folder)
-    if not (folder / "DONE").exists() or not info_path.exists():
+    if not is_done(folder) or not info_path.exists():
         raise UserError("not a finished packed data folder (no DONE / pack.json; run `data pack`)", folder)
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.errors import UserError
+from langadapt.tokenizer.base import merge_pairs
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def tokenizer_fingerprint(tokenizer_dir: Path) -> str:
     data = _read_json(Path(tokenizer_dir) / "tokenizer.json")
     model = dict(data.get("model") or {})
     if isinstance(model.get("merges"), list):
-        model["merges"] = [m.split(" ", 1) if isinstance(m, str) else list(m) for m in model["merges"]]
+        model["merges"] = merge_pairs(model)
     added = sorted((t["id"], t["content"]) for t in data.get("added_tokens") or [])
     canonical = {
         "model": model,

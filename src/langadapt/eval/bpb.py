@@ -24,6 +24,7 @@ How a document is scored (recorded in every result, because each choice moves th
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -194,6 +195,12 @@ def bf16_is_faster(device: torch.device | str = "cpu") -> bool:
 
     if torch.device(device).type == "cuda":
         return torch.cuda.is_bf16_supported()
+    return _cpu_has_native_bf16()
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    """Read once per process: init, distill, pretrain and eval each ask."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             flags = fh.read()

@@ -70,6 +70,13 @@ class BaseTokenizer:
         return self._tokenizer
 
 
+def merge_pairs(model: dict) -> list[list[str]]:
+    """A BPE model's merges as [left, right] pairs, whichever form tokenizer.json stores them in.
+
+    The [left, right] form (tokenizers >= 0.20) also holds strings with spaces; mixed forms are not."""
+    return [m.split(" ", 1) if isinstance(m, str) else list(m) for m in model.get("merges", [])]
+
+
 def load_base(name_or_path: str | Path) -> BaseTokenizer:
     """Read and check a base tokenizer (model alias, model folder or tokenizer folder)."""
     folder = resolve_tokenizer(name_or_path)
@@ -94,7 +101,7 @@ def load_base(name_or_path: str | Path) -> BaseTokenizer:
         raise UserError("unsupported BPE: neither a ByteLevel nor a Metaspace pre-tokenizer", path)
     vocab = dict(model["vocab"])
     strings = {i: s for s, i in vocab.items()}
-    merges = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+    merges = merge_pairs(model)
     added = data.get("added_tokens") or []
     barrier = {i for s, i in vocab.items() if model.get("byte_fallback") and BYTE_TOKEN.match(s)}
     if model.get("unk_token") in vocab:

@@ -41,7 +41,14 @@ from langadapt.runs import (
     write_stage_json,
     write_text_atomic,
 )
-from langadapt.tokenizer.base import COPIED_FILES, STALE_FILES, BaseTokenizer, count_units, load_base
+from langadapt.tokenizer.base import (
+    COPIED_FILES,
+    STALE_FILES,
+    BaseTokenizer,
+    count_units,
+    load_base,
+    merge_pairs,
+)
 from langadapt.tokenizer.merges import LearnedMerge, learn_merges
 from langadapt.tokenizer.metrics import fertility
 
@@ -93,8 +100,7 @@ class Extension:
         for i, token in enumerate(self.new_tokens(size)):
             vocab[token] = base.first_new_id + i
         strings = {**base.strings, **{i: s for s, i in vocab.items() if i >= base.first_new_id}}
-        # The [left, right] form (tokenizers >= 0.20) also holds strings with spaces; mixed forms are not.
-        merges = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+        merges = merge_pairs(model)
         merges += [[strings[m.left], strings[m.right]] for m in self._merges_for(size)]
         model.update(vocab=vocab, merges=merges)
         return {**base.data, "model": model}
