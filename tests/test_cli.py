@@ -43,6 +43,13 @@ def test_multi_value_options_expand():
     ]  # fmt: skip
 
 
+def test_usage_errors_are_click_messages_not_tracebacks():
+    """typer >= 0.2x raises its own copy of click's exceptions: main() must still catch them."""
+    result = langadapt("tokenizer", "sweep", "--no-such-option")
+    assert result.returncode == 2
+    assert "No such option" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_user_error_is_one_line_exit_2(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: x\nextend:\n  num_new_tokns: 5\n")

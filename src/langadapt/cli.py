@@ -388,9 +388,18 @@ def _reuse_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, 1 << 30)
 
 
-def main(argv: list[str] | None = None) -> None:
-    import click
+def _click_exceptions() -> tuple[type, type, type]:
+    """(usage error, abort, exit) of the click that typer runs on: its own copy since typer 0.2x (plain
+    ``click.ClickException`` then misses every usage error), click itself before."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        from click import ClickException
+    return ClickException, typer.Abort, typer.Exit
 
+
+def main(argv: list[str] | None = None) -> None:
+    click_error, abort, click_exit = _click_exceptions()
     args = expand_multi_values(sys.argv[1:] if argv is None else argv)
     _quiet_libraries()
     _reuse_freed_memory()
@@ -399,13 +408,13 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except abort:
         print("aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as exc:
+    except click_error as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
+    except click_exit as exc:
         sys.exit(exc.exit_code)
 
 
