@@ -50,7 +50,7 @@ from langadapt.tokenizer.base import (
     merge_pairs,
 )
 from langadapt.tokenizer.merges import LearnedMerge, learn_merges
-from langadapt.tokenizer.metrics import fertility
+from langadapt.tokenizer.metrics import fertility_of_each
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -210,8 +210,8 @@ def _describe(cfg: ExtendConfig, base: BaseTokenizer, ext: Extension, paths: dic
         limit = None if role.endswith("heldout") else REPORT_MAX_DOCS
         if role == "target" and cfg.max_docs:
             limit = min(cfg.max_docs, REPORT_MAX_DOCS)
-        fert[role] = {name: fertility(tok, iter_documents(files, cfg.text_field, limit))
-                      for name, tok in (("before", old), ("after", new))}  # fmt: skip
+        before, after = fertility_of_each([old, new], iter_documents(files, cfg.text_field, limit))
+        fert[role] = {"before": before, "after": after}
     heldout = paths["english_heldout"]
     changed = changed_docs(old, new, iter_documents(heldout, cfg.text_field)) if heldout else None
     return {

@@ -48,23 +48,33 @@ def as_tokenizer(tokenizer: Any) -> Tokenizer:
 
 def fertility(tokenizer: Any, texts: Iterable[str], *, batch_size: int = 256) -> dict[str, Any]:
     """Tokens per word / per character, bytes per token, and the byte-fallback and unknown shares."""
-    tok = as_tokenizer(tokenizer)
-    byte_ids, unk_ids = _special_ids(tok)
-    n = dict.fromkeys(("docs", "words", "chars", "bytes", "tokens", "byte_fallback", "unknown"), 0)
+    return fertility_of_each([tokenizer], texts, batch_size=batch_size)[0]
+
+
+def fertility_of_each(tokenizers: list[Any], texts: Iterable[str], *,
+                      batch_size: int = 256) -> list[dict[str, Any]]:  # fmt: skip
+    """:func:`fertility` of several tokenizers in one pass over ``texts`` (read and counted once)."""
+    toks = [as_tokenizer(t) for t in tokenizers]
+    specials = [_special_ids(tok) for tok in toks]
+    text_counts = dict.fromkeys(("docs", "words", "chars", "bytes"), 0)
+    token_counts = [dict.fromkeys(("tokens", "byte_fallback", "unknown"), 0) for _ in toks]
     it = iter(texts)
     while batch := list(itertools.islice(it, batch_size)):
-        for text, enc in zip(batch, tok.encode_batch_fast(batch, add_special_tokens=False)):
-            ids = enc.ids
-            n["docs"] += 1
-            n["words"] += len(text.split())
-            n["chars"] += len("".join(text.split()))
-            n["bytes"] += len(text.encode("utf-8"))
-            n["tokens"] += len(ids)
-            if byte_ids:
-                n["byte_fallback"] += sum(1 for i in ids if i in byte_ids)
-            if unk_ids:
-                n["unknown"] += sum(1 for i in ids if i in unk_ids)
-    return _ratios(n)
+        for text in batch:
+            words = text.split()
+            text_counts["docs"] += 1
+            text_counts["words"] += len(words)
+            text_counts["chars"] += sum(map(len, words))
+            text_counts["bytes"] += len(text.encode("utf-8"))
+        for tok, (byte_ids, unk_ids), n in zip(toks, specials, token_counts):
+            for enc in tok.encode_batch_fast(batch, add_special_tokens=False):
+                ids = enc.ids
+                n["tokens"] += len(ids)
+                if byte_ids:
+                    n["byte_fallback"] += sum(1 for i in ids if i in byte_ids)
+                if unk_ids:
+                    n["unknown"] += sum(1 for i in ids if i in unk_ids)
+    return [_ratios({**text_counts, **n}) for n in token_counts]
 
 
 def _special_ids(tok) -> tuple[set[int], set[int]]:

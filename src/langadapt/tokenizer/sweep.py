@@ -26,7 +26,7 @@ from langadapt.errors import UserError
 from langadapt.runs import atomic_output_dir, mark_done, write_json_atomic, write_stage_json
 from langadapt.tokenizer.base import load_base
 from langadapt.tokenizer.extend import plan_extension
-from langadapt.tokenizer.metrics import fertility
+from langadapt.tokenizer.metrics import fertility_of_each
 
 HELDOUT_EVERY = 10
 DEFAULT_THRESHOLD = 0.10
@@ -60,14 +60,14 @@ def sweep(
 
         ext = plan_extension(tok, split(paths, False), num_new_tokens=sizes[-1], min_frequency=min_frequency,
                              english_texts=split(english, False) if english else None)  # fmt: skip
-        rows = []
-        for size in [0, *sizes]:
-            new = ext.tokenizer(size)
-            row = {"size": size, "added": len(ext.new_tokens(size)),
-                   "target": _figures(fertility(new, split(paths, True)))}  # fmt: skip
-            if english:
-                row["english"] = _figures(fertility(new, split(english, True)))
-            rows.append(row)
+        # Every size's tokenizer reads each held-out corpus in one pass (not once per size).
+        tokenizers = [ext.tokenizer(size) for size in [0, *sizes]]
+        held = {"target": fertility_of_each(tokenizers, split(paths, True))}
+        if english:
+            held["english"] = fertility_of_each(tokenizers, split(english, True))
+        rows = [{"size": size, "added": len(ext.new_tokens(size)),
+                 **{corpus: _figures(stats[k]) for corpus, stats in held.items()}}
+                for k, size in enumerate([0, *sizes])]  # fmt: skip
         knee = suggest_size(rows[1:], threshold)
         result = {"base": str(base), "heldout_every": HELDOUT_EVERY, "threshold": threshold,
                   "suggested_size": knee or sizes[-1], "curve_still_falling": knee is None,
