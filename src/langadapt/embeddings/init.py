@@ -77,7 +77,7 @@ def initialise(model: PreTrainedModel, base_tok, ext_tok, cfg: InitConfig, kl_fi
     pad_row = -(PADDING_LOW / lowest) * low if lowest > 0 else torch.zeros_like(low)
     tokens = ext_tok.convert_ids_to_tokens(list(plan.new_ids))
     extend_model(model, plan, cfg.method, tokens, load_fast_tokenizer(model_path), seed=cfg.seed,
-                 low=low, shift=shift, pad_row=pad_row)  # fmt: skip
+                 low=low, shift=shift, pad_row=pad_row, base_out=base_head)  # fmt: skip
     return {
         "method": cfg.method, "output_remedy": "shift" if shift else "none", "output_shift_nats": shift,
         "tied": is_tied(model), "n_base": plan.n_base, "n_ext": plan.n_ext, "rows_before": plan.rows_before,
@@ -100,13 +100,17 @@ def remedy_shift(cfg: InitConfig, *, consistent: bool) -> float:
 
 
 def extend_model(model: PreTrainedModel, plan: RowPlan, method: str, tokens: list[str], base_fast, *,
-                 seed: int, low: torch.Tensor, shift: float, pad_row: torch.Tensor) -> None:  # fmt: skip
-    """Resize ``model`` to ``plan.rows_after`` rows and set every new token and new padding row."""
+                 seed: int, low: torch.Tensor, shift: float, pad_row: torch.Tensor,
+                 base_out: torch.Tensor) -> None:  # fmt: skip
+    """Resize ``model`` to ``plan.rows_after`` rows and set every new token and new padding row.
+
+    ``base_out`` is the caller's copy of the output matrix as it was (the input matrix too when tied):
+    one copy of a vocabulary-sized matrix fewer."""
     from langadapt.embeddings.rows import initial_rows
 
     tied = is_tied(model)
-    old_in = model.get_input_embeddings().weight.detach().clone()
-    old_out = None if tied else model.get_output_embeddings().weight.detach().clone()
+    old_in = base_out if tied else model.get_input_embeddings().weight.detach().clone()
+    old_out = None if tied else base_out
     if plan.rows_after != plan.rows_before:
         # allocation only: every row it adds is overwritten below
         model.resize_token_embeddings(plan.rows_after, mean_resizing=False)
