@@ -53,11 +53,11 @@ def special_tokens(tokenizer_dir: Path) -> SpecialTokens:
     Mistral); otherwise (GPT-2, SmolLM, Qwen) documents start without one, as they would under the
     model's own ``encode``.
     """
-    from tokenizers import Tokenizer
+    from langadapt.models import load_fast_tokenizer  # one line naming the file for a broken one
 
     tok_json = _read_json(tokenizer_dir / "tokenizer.json")
     cfg = _read_json(tokenizer_dir / "tokenizer_config.json")
-    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    tok = load_fast_tokenizer(tokenizer_dir)
 
     eos = _token_content(cfg.get("eos_token"))
     if eos is None or tok.token_to_id(eos) is None:
