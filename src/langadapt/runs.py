@@ -91,6 +91,12 @@ def write_stage_json(folder: Path, stage: str, config: Any, seconds: float, **fi
     return record
 
 
+def check_new_output(out: Path) -> None:
+    """The output folder must not exist yet (for stages that check before their slow work starts)."""
+    if Path(out).exists():
+        raise UserError("output folder already exists (choose another --out or remove it)", out)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; rename it to ``out`` when the block succeeds.
@@ -99,8 +105,8 @@ def atomic_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     a user error unless ``overwrite`` is set (then it is replaced only after the new one is complete).
     """
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError("output folder already exists (choose another --out or remove it)", out)
+    if not overwrite:
+        check_new_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():

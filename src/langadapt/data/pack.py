@@ -82,7 +82,7 @@ from langadapt.data.stream import Encoder, Source
 from langadapt.data.tokens import SpecialTokens, file_sha256, special_tokens, tokenizer_fingerprint
 from langadapt.errors import UserError
 from langadapt.models import resolve_tokenizer
-from langadapt.runs import atomic_output_dir, mark_done, write_json_atomic, write_stage_json
+from langadapt.runs import atomic_output_dir, check_new_output, mark_done, write_json_atomic, write_stage_json
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -154,8 +154,7 @@ def pack(cfg: PackConfig, out: Path) -> dict[str, Any]:
     """Write the packed folder ``out`` (atomically) and return its pack.json record."""
     out = Path(out)
     # Every check that can fail on user input runs before the output folder is created.
-    if out.exists():
-        raise UserError("output folder already exists (choose another --out or remove it)", out)
+    check_new_output(out)
     target_files = [str(p) for p in check_corpus(cfg.target, cfg.text_field)]
     english_files = [str(p) for p in check_corpus(cfg.english, cfg.text_field)]
     tok_dir = resolve_tokenizer(cfg.tokenizer)
