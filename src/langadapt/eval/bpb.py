@@ -214,6 +214,12 @@ def resolve_bf16(requested: bool | None, device: torch.device | str = "cpu") -> 
     return bf16_is_faster(device) if requested is None else requested
 
 
+def bpb_by_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: dict[str, list[str]],
+                  **kwargs: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """:func:`bpb_of_model` on each named list of documents (``kwargs`` go to it unchanged)."""
+    return {name: bpb_of_model(model, tokenizer, docs, **kwargs) for name, docs in texts.items()}
+
+
 def read_heldout(corpora: dict[str, list[str]], max_docs: int | None,
                  text_field: str = "text") -> dict[str, list[str]]:  # fmt: skip
     """``{"target": [...], "english": [...]}``: the first ``max_docs`` documents of each named corpus
@@ -253,10 +259,9 @@ def evaluate_bpb(
     rows = []
     for name, path in zip(models, paths):
         model, tokenizer = load_model(path), load_tokenizer(path)
-        for file, texts in docs.items():
-            result = bpb_of_model(model, tokenizer, texts, batch_size=batch_size, max_len=max_len,
-                                  stride=stride, bf16=use_bf16)  # fmt: skip
-            rows.append({"model": name, "corpus": file, **result})
+        scores = bpb_by_corpus(model, tokenizer, docs, batch_size=batch_size, max_len=max_len, stride=stride,
+                               bf16=use_bf16)  # fmt: skip
+        rows += [{"model": name, "corpus": file, **result} for file, result in scores.items()]
         del model
     return rows
 

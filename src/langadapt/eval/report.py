@@ -29,7 +29,7 @@ def model_label(path: str) -> str:
 
 def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     """Score every model in ``cfg.models`` on ``cfg.target`` and ``cfg.english``; write metrics.json."""
-    from langadapt.eval.bpb import bf16_is_faster, bpb_of_model, read_heldout
+    from langadapt.eval.bpb import bf16_is_faster, bpb_by_corpus, read_heldout
     from langadapt.models import load_model, load_tokenizer, resolve_model
 
     texts = read_heldout(dict(zip(CORPORA, (cfg.target, cfg.english))), cfg.max_docs)
@@ -39,11 +39,8 @@ def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     with Timer() as timer, atomic_output_dir(out, overwrite=True) as tmp:
         for name, path in zip(cfg.models, paths):
             model, tokenizer = load_model(path), load_tokenizer(path)
-            scores = {  # bpb_of_model runs in eval and inference mode itself
-                corpus: bpb_of_model(model, tokenizer, docs, batch_size=cfg.batch_size,
-                                     max_len=cfg.max_len, stride=cfg.stride, bf16=bf16)
-                for corpus, docs in texts.items()
-            }
+            scores = bpb_by_corpus(model, tokenizer, texts, batch_size=cfg.batch_size, max_len=cfg.max_len,
+                                   stride=cfg.stride, bf16=bf16)  # fmt: skip
             label = "base" if not results else model_label(name)  # the runner lists the base model first
             results.append({"label": label, "model": str(name), **scores})
             del model

@@ -17,11 +17,7 @@ def load_eval_texts(cfg: PretrainConfig) -> dict[str, list[str]]:
 def evaluate(model: Any, tokenizer: Any, texts: dict[str, list[str]], *, bf16: bool,
              max_len: int) -> dict[str, float]:  # fmt: skip
     """``{"target_bpb": ..., "english_bpb": ...}`` (lower is better)."""
-    from langadapt.eval.bpb import bpb_of_model
+    from langadapt.eval.bpb import bpb_by_corpus
 
-    out = {}
-    for name, docs in texts.items():
-        result = bpb_of_model(model, tokenizer, docs, batch_size=8, max_len=max_len,
-                              stride=max_len // 2, bf16=bf16)  # fmt: skip
-        out[f"{name}_bpb"] = result["bpb"]
-    return out
+    scores = bpb_by_corpus(model, tokenizer, texts, batch_size=8, max_len=max_len, stride=max_len // 2, bf16=bf16)
+    return {f"{name}_bpb": result["bpb"] for name, result in scores.items()}
