@@ -53,21 +53,21 @@ class Progress:
 def distill(cfg: DistillConfig, out: Path) -> dict[str, Any]:
     """Stage entry: distil + calibrate the new rows of ``cfg.model`` and write the model to ``out``."""
     from langadapt.corpus.readers import check_corpus, iter_documents
-    from langadapt.embeddings.rows import plan_rows
+    from langadapt.embeddings.rows import check_extends
     from langadapt.models import load_model, load_tokenizer, resolve_model, save_model
 
     start = time.perf_counter()
     student_path, teacher_path = resolve_model(cfg.model), resolve_model(cfg.teacher)
     files = check_corpus(cfg.corpus, cfg.text_field)
     student_tok, teacher_tok = load_tokenizer(student_path), load_tokenizer(teacher_path)
-    plan = plan_rows(teacher_tok, student_tok, len(teacher_tok), None, tokenizer_path=str(student_path))
-    if plan.n_ext == plan.n_base:
+    check_extends(teacher_tok, student_tok, str(student_path))
+    if len(student_tok) == len(teacher_tok):
         raise UserError("the model's tokenizer has no tokens beyond the teacher's: nothing to distil",
                         student_path)  # fmt: skip
     ckpt = out.with_name(f".{out.name}.ckpt")
     with atomic_output_dir(out) as tmp:
         student, teacher = load_model(student_path), load_model(teacher_path)
-        if student.get_input_embeddings().weight.shape[0] < plan.n_ext:
+        if student.get_input_embeddings().weight.shape[0] < len(student_tok):
             raise UserError("the model has fewer embedding rows than its tokenizer has tokens "
                             "(run `langadapt embeddings init` first)", student_path)  # fmt: skip
         docs = iter_documents(files, cfg.text_field)

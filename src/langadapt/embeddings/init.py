@@ -59,15 +59,17 @@ def init_embeddings(cfg: InitConfig, out: Path) -> dict[str, Any]:
 
 def initialise(model: PreTrainedModel, base_tok, ext_tok, cfg: InitConfig, kl_files: list[Path], *,
                model_path: Path) -> dict[str, Any]:  # fmt: skip
-    """Resize and initialise ``model`` in place; return the figures stage.json records."""
+    """Resize and initialise ``model`` in place; return the figures stage.json records.
+
+    ``ext_tok`` must extend ``base_tok`` (:func:`langadapt.embeddings.rows.check_extends`, which the
+    stage entry runs before any slow work)."""
     from langadapt.corpus.readers import iter_documents
     from langadapt.embeddings.probe import probe_hidden
     from langadapt.embeddings.rows import plan_rows
     from langadapt.eval.bpb import bf16_is_faster
     from langadapt.models import load_fast_tokenizer
 
-    plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0],
-                     cfg.pad_to_multiple_of, tokenizer_path=cfg.tokenizer)  # fmt: skip
+    plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0], cfg.pad_to_multiple_of)
     texts = list(iter_documents(kl_files, max_docs=cfg.kl_max_docs))
     probe = probe_hidden(model, base_tok, texts, bf16=bf16_is_faster())
     base_head = model.get_output_embeddings().weight.detach().clone()

@@ -47,10 +47,9 @@ class RowPlan:
 
 def plan_rows(
     base_tok: PreTrainedTokenizerBase, ext_tok: PreTrainedTokenizerBase, rows_before: int,
-    pad_to_multiple_of: int | None, *, tokenizer_path: str = "",
+    pad_to_multiple_of: int | None,
 ) -> RowPlan:  # fmt: skip
-    """Check that ``ext_tok`` extends ``base_tok`` (every base token keeps its id) and plan the rows."""
-    check_extends(base_tok, ext_tok, tokenizer_path)
+    """Plan the rows for ``ext_tok``, which the caller has checked extends ``base_tok`` (check_extends)."""
     n_base, n_ext = len(base_tok), len(ext_tok)
     if rows_before < n_base:
         raise UserError(f"the model has {rows_before} embedding rows but its tokenizer {n_base} tokens")
