@@ -6,6 +6,8 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -18,3 +20,18 @@ class UserError(Exception):
     def __init__(self, message: str, path: str | Path | None = None) -> None:
         self.path = None if path is None else str(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, what: str, catch: tuple[type[BaseException], ...] = (Exception,)) -> Iterator[None]:
+    """Turn a library's error on a file the user gave into one UserError line: ``what (first line)``.
+
+    transformers and tokenizers raise many types (tokenizers a bare Exception) for a broken file, so by
+    default anything but a UserError is caught; a caller that knows the failure types passes ``catch``.
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except catch as exc:
+        raise UserError(f"{what} ({str(exc).splitlines()[0]})", path) from exc

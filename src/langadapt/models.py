@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from langadapt.errors import UserError
+from langadapt.errors import UserError, reading
 from langadapt.runs import atomic_output_dir, provenance, write_json_atomic
 
 if TYPE_CHECKING:  # heavy imports stay out of CLI start-up
@@ -128,10 +128,8 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     path = resolve_tokenizer(name_or_path)
-    try:
+    with reading(path, "cannot load tokenizer"):
         return AutoTokenizer.from_pretrained(str(path))
-    except Exception as exc:  # transformers raises many types for a broken folder
-        raise UserError(f"cannot load tokenizer ({str(exc).splitlines()[0]})", path) from exc
 
 
 def load_fast_tokenizer(name_or_path: str | Path):
@@ -139,10 +137,8 @@ def load_fast_tokenizer(name_or_path: str | Path):
     from tokenizers import Tokenizer
 
     path = resolve_tokenizer(name_or_path) / "tokenizer.json"
-    try:
+    with reading(path, "cannot read tokenizer"):
         return Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception for unreadable files
-        raise UserError(f"cannot read tokenizer ({str(exc).splitlines()[0]})", path) from exc
 
 
 def load_model(name_or_path: str | Path, dtype: torch.dtype | None = None) -> PreTrainedModel:
@@ -150,10 +146,8 @@ def load_model(name_or_path: str | Path, dtype: torch.dtype | None = None) -> Pr
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name_or_path)
-    try:
+    with reading(path, "cannot load model", catch=(OSError, ValueError)):
         return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or torch.float32)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load model: {str(exc).splitlines()[0]}", path) from exc
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:

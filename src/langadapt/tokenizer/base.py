@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langadapt.errors import UserError
+from langadapt.errors import UserError, reading
 from langadapt.models import resolve_tokenizer
 
 if TYPE_CHECKING:
@@ -83,12 +83,10 @@ def load_base(name_or_path: str | Path) -> BaseTokenizer:
     path = folder / "tokenizer.json"
     from tokenizers import Tokenizer
 
-    try:
+    with reading(path, "cannot load tokenizer.json"):
         text = path.read_text(encoding="utf-8")
         data = json.loads(text)
         tokenizer = Tokenizer.from_str(text)
-    except Exception as exc:  # tokenizers raises plain Exception for a file it cannot read
-        raise UserError(f"cannot load tokenizer.json ({str(exc).splitlines()[0]})", path) from exc
     model = data.get("model") or {}
     kind = model.get("type")
     if kind != "BPE":

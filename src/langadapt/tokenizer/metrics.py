@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.corpus.readers import check_corpus, iter_documents
-from langadapt.errors import UserError
+from langadapt.errors import reading
 from langadapt.tokenizer.base import BYTE_TOKEN
 
 if TYPE_CHECKING:
@@ -36,14 +36,10 @@ def as_tokenizer(tokenizer: Any) -> Tokenizer:
     if hasattr(tokenizer, "backend_tokenizer"):  # transformers tokenizers backed by `tokenizers`
         return tokenizer.backend_tokenizer
     path = Path(tokenizer)
-    try:
+    with reading(path, "cannot load the tokenizer"):
         if path.is_file() and path.suffix == ".json":
             return Tokenizer.from_file(str(path))
         return load_fast_tokenizer(tokenizer)
-    except UserError:
-        raise
-    except Exception as exc:  # tokenizers raises plain Exception for a file it cannot read
-        raise UserError(f"cannot load the tokenizer ({str(exc).splitlines()[0]})", path) from exc
 
 
 def fertility(tokenizer: Any, texts: Iterable[str], *, batch_size: int = 256) -> dict[str, Any]:
