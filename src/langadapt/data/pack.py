@@ -188,8 +188,7 @@ def _mix(cfg: PackConfig, sources: dict[str, Source], encoder: Encoder, writer: 
     streams = {name: src.documents(encoder) for name, src in sources.items()}
     target, english = sources["target"], sources["english"]
     while writer.tokens < budget:
-        written = target.used_tokens + english.used_tokens
-        src = target if target.used_tokens <= cfg.ratio * written else english
+        src = target if target.used_tokens <= cfg.ratio * writer.tokens else english  # by deficit
         doc = next(streams[src.name])
         take = min(len(doc), budget - writer.tokens)
         writer.add(doc[:take])
