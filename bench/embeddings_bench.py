@@ -12,7 +12,6 @@ Without ``--tokenizer`` the extended tokenizer (8,000 tokens, hu/train) is built
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,9 +21,11 @@ import torch
 from langadapt.config import DistillConfig, InitConfig
 from langadapt.corpus.readers import iter_documents
 from langadapt.embeddings.distill import train_new_rows
-from langadapt.embeddings.init import init_embeddings
-from langadapt.eval.bpb import bf16_is_faster, bpb_of_model
+from langadapt.eval.bpb import bpb_of_model
 from langadapt.models import load_model, load_tokenizer, resolve_model
+from langadapt.runs import run_stage
+from langadapt.runtime import bf16_is_faster
+from langadapt.stages import BY_NAME
 
 CORPORA = Path("/work/shared/corpora")
 
@@ -111,9 +112,7 @@ def main() -> None:
              "mean-subword+shift": {"output_remedy": "shift", "output_shift": args.shift}}  # fmt: skip
     for name, kw in inits.items():
         out = args.work / f"init-{name}"
-        if not out.exists():
-            init_embeddings(InitConfig(model="smollm2-135m", tokenizer=str(tok_dir), **kw), out)
-        record = json.loads((out / "stage.json").read_text())
+        record = run_stage(BY_NAME["init"], InitConfig(model="smollm2-135m", tokenizer=str(tok_dir), **kw), out)
         add(name, out, record["seconds"], record["english_kl"])
     folder, seconds = hf_default(args.work, tok_dir)
     add("hf-default", folder, seconds, english_kl(folder) if not only or "hf-default" in only else None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from langadapt.corpus.prepare import detection_probability, minhash_params
+from langadapt.corpus.minhash import detection_probability, minhash_params
 
 
 def main() -> None:

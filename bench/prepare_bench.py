@@ -38,12 +38,14 @@ ONLY_MINHASH = {
 
 
 def child(spec: dict) -> None:
-    """Run one prepare and print its figures as JSON (called as ``--child JSON``)."""
+    """Run one prepare (through the stage runner, as the CLI does) and print its figures as JSON (called as
+    ``--child JSON``)."""
     from langadapt.config import PrepareConfig
-    from langadapt.corpus.prepare import prepare
+    from langadapt.runs import run_stage
+    from langadapt.stages import BY_NAME
 
     start = time.perf_counter()
-    record = prepare(PrepareConfig(**spec["config"]), Path(spec["out"]))
+    record = run_stage(BY_NAME["prepare"], PrepareConfig(**spec["config"]), Path(spec["out"]))
     usage = resource.getrusage(resource.RUSAGE_SELF)
     steps = {s["step"]: s for s in record["steps"]}
     print(json.dumps({
@@ -145,7 +147,7 @@ def main() -> None:
     if args.child:
         child(json.loads(args.child))
         return
-    from langadapt.corpus.prepare import minhash_params
+    from langadapt.corpus.minhash import minhash_params
 
     results: dict = {"shared": {}, "generated": {}, "minhash": {}}
     with tempfile.TemporaryDirectory() as tmp_str:

@@ -115,8 +115,9 @@ def run_ours(args: argparse.Namespace, model_dir: Path, docs: list[list[int]]) -
     import pretrain_fixtures as pf
 
     from langadapt.config import PretrainConfig
+    from langadapt.runs import run_stage
+    from langadapt.stages import BY_NAME
     from langadapt.train.monitor import read_metrics
-    from langadapt.train.pretrain import pretrain
 
     ids, pos = pf.pack_rows(docs, args.seq_len)
     data = args.work / "packed"
@@ -124,7 +125,7 @@ def run_ours(args: argparse.Namespace, model_dir: Path, docs: list[list[int]]) -
     cfg = PretrainConfig(model=str(model_dir), data=str(data), max_steps=args.steps, micro_batch=args.rows,
                          bf16=args.bf16, compile=args.compile, attention=args.attention, lr=1e-4)  # fmt: skip
     cpu0 = time.process_time()
-    pretrain(cfg, args.work / "ours")
+    run_stage(BY_NAME["pretrain"], cfg, args.work / "ours")
     steps = [r for r in read_metrics(args.work / "ours" / "metrics.jsonl") if "loss" in r][1:]
     return {"tokens_per_s": sum(args.rows * args.seq_len for _ in steps) / sum(r["seconds"] for r in steps),
             "cpu_s_per_step": (time.process_time() - cpu0) / args.steps,
@@ -170,7 +171,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path)
     args = ap.parse_args()
     if args.bf16 is None:
-        from langadapt.eval.bpb import bf16_is_faster
+        from langadapt.runtime import bf16_is_faster
 
         args.bf16 = bf16_is_faster(args.device)
     if args.variant:

@@ -34,7 +34,8 @@ def main() -> None:
     from langadapt.config import PretrainConfig
     from langadapt.models import resolve_model
     from langadapt.train.monitor import read_metrics
-    from langadapt.train.pretrain import pretrain
+    from langadapt.runs import run_stage
+    from langadapt.stages import BY_NAME
 
     model = resolve_model("smollm2-135m")
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,7 +46,7 @@ def main() -> None:
             cfg = PretrainConfig(model=str(model), data=str(data), max_steps=args.steps, bf16=bf16,
                                  micro_batch=args.micro_batch, train=args.train, lr=5e-4)
             start = time.perf_counter()
-            pretrain(cfg, Path(tmp) / f"run-{bf16}")
+            run_stage(BY_NAME["pretrain"], cfg, Path(tmp) / f"run-{bf16}")
             wall = time.perf_counter() - start
             secs = [r["seconds"] for r in read_metrics(Path(tmp) / f"run-{bf16}" / "metrics.jsonl")]
             results["bf16" if bf16 else "fp32"] = {

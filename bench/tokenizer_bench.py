@@ -25,7 +25,9 @@ from langadapt.config import ExtendConfig
 from langadapt.corpus.readers import iter_documents
 from langadapt.tokenizer import extend as extend_module
 from langadapt.tokenizer.base import load_base
-from langadapt.tokenizer.extend import extend, plan_extension
+from langadapt.runs import run_stage
+from langadapt.stages import BY_NAME
+from langadapt.tokenizer.extend import plan_extension
 from langadapt.tokenizer.merges import learn_merges
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "langadapt" / "demo_data"
@@ -109,7 +111,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ExtendConfig(base=args.base, corpus=[args.corpus], english_corpus=[args.english],
                            num_new_tokens=n)
-        stage = timed(lambda: extend(cfg, Path(tmp) / "t"))
+        stage = timed(lambda: run_stage(BY_NAME["extend"], cfg, Path(tmp) / "t"))
     rows.append(("whole `tokenizer extend` stage (+report, I/O)", stage))
     plain = timed(lambda: train_plain_bpe(args.base, target, n))
     rows.append(("plain tokenizers BpeTrainer, same corpus, N merges", plain))

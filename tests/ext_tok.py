@@ -7,7 +7,6 @@ from pathlib import Path
 from tiny import write_jsonl
 
 from langadapt.config import ExtendConfig
-from langadapt.tokenizer.extend import extend
 
 
 def extend_tokenizer(base_dir: Path, texts: list[str], out: Path, num_new: int,
@@ -15,6 +14,10 @@ def extend_tokenizer(base_dir: Path, texts: list[str], out: Path, num_new: int,
     """A tokenizer folder that extends the one in ``base_dir`` with up to ``num_new`` tokens
     (``english``: reference corpora whose tokenization must not change)."""
     corpus = write_jsonl(out.parent / f"{out.name}-corpus.jsonl", texts)
-    extend(ExtendConfig(base=str(base_dir), corpus=[str(corpus)], num_new_tokens=num_new,
-                        english_corpus=[str(p) for p in english or []]), out)  # fmt: skip
+    from langadapt.runs import run_stage
+    from langadapt.stages import BY_NAME
+
+    cfg = ExtendConfig(base=str(base_dir), corpus=[str(corpus)], num_new_tokens=num_new,
+                       english_corpus=[str(p) for p in english or []])  # fmt: skip
+    run_stage(BY_NAME["extend"], cfg, out)
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langadapt.eval.bpb import bpb_of_model, document_start, evaluate_bpb, windows
+from langadapt.eval.bpb import bpb_of_model, document_start, windows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,12 +32,21 @@ def _load(path):
     return load_model(path), load_tokenizer(path)
 
 
-def test_model_against_itself_is_identical(tiny_untied_padded, hu_corpus):
-    rows = evaluate_bpb([str(tiny_untied_padded), str(tiny_untied_padded)], [str(hu_corpus)], max_docs=5,
-                        batch_size=3, max_len=64, stride=32)  # fmt: skip
+def test_model_against_itself_is_identical(tiny_untied_padded, hu_corpus, tmp_path, capsys):
+    """Through the ``eval bpb`` stage from the CLI: metrics.json, stage.json, the printed table."""
+    import json
+
+    from langadapt.cli import main
+
+    model = str(tiny_untied_padded)
+    main(["eval", "bpb", "--models", model, model, "--target", str(hu_corpus), "--max-docs", "5",
+          "--batch-size", "3", "--max-len", "64", "--stride", "32", "--no-bf16", "--out", str(tmp_path / "e")])  # fmt: skip
+    rows = [m["target"] for m in json.loads((tmp_path / "e" / "metrics.json").read_text())["models"]]
     assert rows[0]["bpb"] == rows[1]["bpb"] and rows[0]["nats"] == rows[1]["nats"]
     assert rows[0]["docs"] == 5 and rows[0]["doc_start"] == "<|endoftext|>"
-    assert rows[0]["tokens_per_word"] > 1
+    assert rows[0]["tokens_per_word"] > 1 and rows[0]["bf16"] is False
+    assert json.loads((tmp_path / "e" / "stage.json").read_text())["config"]["max_docs"] == 5
+    assert "bits/byte" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fixture", ["tiny_tied", "tiny_untied_padded"])

@@ -36,9 +36,9 @@ def test_help_on_every_subcommand(command):
 
 
 def test_multi_value_options_expand():
-    argv = ["eval", "bpb", "--model", "a", "b", "--corpus", "x.txt", "y.txt", "--max-docs", "3"]
+    argv = ["eval", "bpb", "--models", "a", "b", "--target", "x.txt", "y.txt", "--max-docs", "3"]
     assert expand_multi_values(argv) == [
-        "eval", "bpb", "--model", "a", "--model", "b", "--corpus", "x.txt", "--corpus", "y.txt",
+        "eval", "bpb", "--models", "a", "--models", "b", "--target", "x.txt", "--target", "y.txt",
         "--max-docs", "3",
     ]  # fmt: skip
 

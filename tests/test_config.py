@@ -61,13 +61,6 @@ def test_every_field_has_a_docstring(cls):
     assert not missing, f"{cls.__name__}: fields without a docstring: {missing}"
 
 
-def test_docs_recipe_reference_is_in_sync():
-    from pathlib import Path
-
-    docs = Path(__file__).resolve().parents[1] / "docs" / "recipes.md"
-    assert docs.read_text() == C.recipe_reference(), "run: python -m langadapt.config > docs/recipes.md"
-
-
 @pytest.mark.parametrize("spec", ["auto,tensorboard", "none,wandb", "", "comet"])
 def test_report_to_is_parsed_once_and_strictly(spec):
     """One parser for config and trackers: what the config accepts, training can resolve."""

@@ -11,7 +11,6 @@ import torch
 from safetensors.torch import load_file
 
 from langadapt.config import DistillConfig, InitConfig
-from langadapt.embeddings.distill import distill
 from langadapt.embeddings.init import init_embeddings
 
 N_NEW = 150
@@ -113,18 +112,30 @@ def test_ablation_methods_set_every_new_row(tiny_tied, tmp_path, ext_tokenizer, 
 
 
 def _distill_cfg(init_dir: Path, base: Path, corpus: Path, **kw) -> DistillConfig:
-    settings = {"steps": 12, "calibrate_steps": 6, "lr": 1e-2, "batch_size": 4, "seq_len": 48, "bf16": False}
+    settings = {"steps": 12, "calibrate_steps": 6, "lr": 1e-2, "batch_size": 4, "seq_len": 48, "bf16": False,
+                "report_to": "none"}  # fmt: skip
     settings.update(kw)
     return DistillConfig(model=str(init_dir), teacher=str(base), corpus=[str(corpus)], **settings)
 
 
+def _distill(cfg: DistillConfig, out: Path) -> dict:
+    """Through the stage runner, as the CLI and the recipes run it."""
+    from langadapt.runs import run_stage
+    from langadapt.stages import BY_NAME
+
+    return run_stage(BY_NAME["distill"], cfg, out)
+
+
 def test_distill_changes_only_new_rows_and_loss_goes_down(base_and_init, hu_corpus, tmp_path):
+    from langadapt.runs import work_folder
+
     base, init_dir, record = base_and_init
     out = tmp_path / "distilled"
-    result = distill(_distill_cfg(init_dir, base, hu_corpus), out)
+    result = _distill(_distill_cfg(init_dir, base, hu_corpus), out)
     before, after = _matrices(init_dir), _matrices(out)
     n_base, n_ext = record["n_base"], record["n_ext"]
     keys = _embedding_keys(after, record["rows_after"])
+    assert len(keys) == (1 if record["tied"] else 2)
     for k, v in before.items():
         if k in keys:
             assert torch.equal(after[k][:n_base], v[:n_base]), k  # base rows: bit-identical
@@ -135,33 +146,62 @@ def test_distill_changes_only_new_rows_and_loss_goes_down(base_and_init, hu_corp
     loss = result["loss"]
     assert loss["distill"]["last"] < loss["distill"]["first"]
     assert loss["calibrate"]["last"] < loss["calibrate"]["first"]
-    assert not out.with_name(f".{out.name}.ckpt").exists()
+    assert len(result["losses"]["distill"]) == 12 and len(result["losses"]["calibrate"]) == 6
+    assert result["frozen_rows_unchanged"] is True and result["processes"] == 1 and result["bf16"] is False
+    assert result["device"] == "cpu"
+    assert (out / "DONE").exists() and (out / "stage.json").exists() and (out / "tokenizer.json").exists()
+    assert not (out / "checkpoints").exists() and not work_folder(out).exists()
+    if (init_dir / "extension.json").exists():
+        assert (out / "extension.json").read_bytes() == (init_dir / "extension.json").read_bytes()
+
+
+def test_distill_stage_one_trains_only_the_input_rows(tiny_untied_padded, ext_tokenizer, hu_corpus, tmp_path):
+    """Untied head: stage 1 (hidden-state L2) trains the new input rows; the head waits for stage 2."""
+    init_dir = tmp_path / "init"
+    init_embeddings(InitConfig(model=str(tiny_untied_padded), tokenizer=str(ext_tokenizer), kl_max_docs=2), init_dir)
+    out = tmp_path / "d"
+    _distill(_distill_cfg(init_dir, tiny_untied_padded, hu_corpus, steps=4, calibrate_steps=0), out)
+    before, after = _matrices(init_dir), _matrices(out)
+    assert torch.equal(after["lm_head.weight"], before["lm_head.weight"])
+    emb = "model.embed_tokens.weight"
+    assert not torch.equal(after[emb], before[emb])
 
 
 def test_distill_resumes_to_the_same_result(tiny_tied, ext_tokenizer, hu_corpus, tmp_path, monkeypatch):
+    """Killed in stage 1 and in stage 2 (after a checkpoint): the resumed run equals an uninterrupted one."""
     from langadapt.embeddings import distill as mod
+    from langadapt.runs import read_json, work_folder
 
     init_dir = tmp_path / "init"
     init_embeddings(InitConfig(model=str(tiny_tied), tokenizer=str(ext_tokenizer), kl_max_docs=2), init_dir)
     cfg = _distill_cfg(init_dir, tiny_tied, hu_corpus, steps=6, calibrate_steps=4, checkpoint_every=2)
-    distill(cfg, tmp_path / "straight")
+    straight = _distill(cfg, tmp_path / "straight")
+    real = mod.step_spans
+    # step_spans is called once per step: 6 distill steps, then 4 calibrate steps. Call 5 is distill step 5
+    # (after the step-4 checkpoint), call 10 calibrate step 4 (after its step-2 checkpoint).
+    for crash_at, stage, saved in ((5, "distill", 4), (10, "calibrate", 2)):
+        calls = {"n": 0}
 
-    real_step, calls = mod.lr_at, {"n": 0}
+        def crash(*args, crash_at=crash_at):
+            calls["n"] += 1
+            if calls["n"] == crash_at:
+                raise KeyboardInterrupt
+            return real(*args)
 
-    def crash_in_stage_two(step, steps, lr):
-        calls["n"] += 1  # called once per step: 6 distill steps, then calibrate
-        if calls["n"] == 10:  # calibrate step 4 of 4, after its checkpoint at step 2
-            raise KeyboardInterrupt
-        return real_step(step, steps, lr)
-
-    monkeypatch.setattr(mod, "lr_at", crash_in_stage_two)
-    with pytest.raises(KeyboardInterrupt):
-        distill(cfg, tmp_path / "resumed")
-    assert not (tmp_path / "resumed").exists() and (tmp_path / ".resumed.ckpt" / "state.pt").exists()
-    monkeypatch.setattr(mod, "lr_at", real_step)
-    distill(cfg, tmp_path / "resumed")
-    a, b = _matrices(tmp_path / "straight"), _matrices(tmp_path / "resumed")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+        out = tmp_path / f"resumed-{stage}"
+        monkeypatch.setattr(mod, "step_spans", crash)
+        with pytest.raises(KeyboardInterrupt):
+            _distill(cfg, out)
+        work = work_folder(out)
+        assert not out.exists() and read_json(work / "checkpoints" / stage / f"step-{saved:08d}" / "meta.json")["step"] == saved
+        if stage == "calibrate":  # its checkpoint holds stage 1's weights: stage 1's was dropped
+            assert not (work / "checkpoints" / "distill").exists()
+        monkeypatch.setattr(mod, "step_spans", real)
+        resumed = _distill(cfg, out)
+        a, b = _matrices(tmp_path / "straight"), _matrices(out)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), stage
+        assert resumed["losses"] == straight["losses"]
+        assert not (out / "checkpoints").exists()
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -178,7 +218,8 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
 def test_cli_rejects_a_tokenizer_that_does_not_extend_the_model(tiny_tied, metaspace_tok, tmp_path, capsys):
     code, err = _cli(["embeddings", "init", "--model", str(tiny_tied), "--tokenizer", str(metaspace_tok),
                       "--out", str(tmp_path / "m")], capsys)  # fmt: skip
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "does not extend" in err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e").exists() and not (tmp_path / ".e.partial").exists() and "does not extend" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -194,9 +235,10 @@ def test_cli_rejects_zero_steps(base_and_init, hu_corpus, tmp_path, capsys):
     code, err = _cli(["embeddings", "distill", "--model", str(init_dir), "--teacher", str(base), "--corpus",
                       str(hu_corpus), "--out", str(tmp_path / "d"), "--steps", "0"], capsys)  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "steps" in err
-    assert not (tmp_path / "d").exists() and not (tmp_path / ".d.ckpt").exists()
+    assert not (tmp_path / "d").exists() and not (tmp_path / ".d.partial").exists()
 
 
 def test_cli_eval_bpb_rejects_a_missing_model(hu_corpus, tmp_path, capsys):
-    code, err = _cli(["eval", "bpb", "--model", str(tmp_path / "nope"), "--corpus", str(hu_corpus)], capsys)
+    code, err = _cli(["eval", "bpb", "--models", str(tmp_path / "nope"), "--target", str(hu_corpus),
+                      "--out", str(tmp_path / "e")], capsys)  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1

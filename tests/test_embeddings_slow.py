@@ -13,7 +13,8 @@ import pytest
 
 from langadapt.config import DistillConfig, InitConfig
 from langadapt.corpus.readers import iter_documents
-from langadapt.eval.bpb import bf16_is_faster, bpb_of_model
+from langadapt.eval.bpb import bpb_of_model
+from langadapt.runtime import bf16_is_faster
 
 pytestmark = pytest.mark.slow
 CORPORA = Path("/work/shared/corpora")
@@ -56,10 +57,12 @@ def test_mean_subword_init_helps_hungarian_and_keeps_english(real):
 
 
 def test_distillation_lowers_hungarian_bpb(real):
-    from langadapt.embeddings.distill import distill
+    from langadapt.runs import run_stage
+    from langadapt.stages import BY_NAME
 
     cfg = DistillConfig(model=str(real / "init"), teacher="smollm2-135m",
                         corpus=[str(_corpus("hu", "train"))], steps=30, calibrate_steps=15)  # fmt: skip
-    result = distill(cfg, real / "distill")
+    result = run_stage(BY_NAME["distill"], cfg, real / "distill")
+    assert result["frozen_rows_unchanged"] is True
     assert result["loss"]["distill"]["last"] < result["loss"]["distill"]["first"]
     assert _bpb(real / "distill", "hu") < _bpb(real / "init", "hu")

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from langadapt.cli import main
 from langadapt.config import PackConfig
-from langadapt.data.pack import PackedDataset, check_tokenizer, pack, segment_lengths
+from langadapt.data.pack import PackedDataset, check_tokenizer, segment_lengths
 from langadapt.errors import UserError
 
 SEQ = 64
@@ -22,7 +22,8 @@ SEQ = 64
 def run_pack(out: Path, tok: Path, target: Path, english: Path, **kw) -> dict:
     cfg = PackConfig(tokenizer=str(tok), target=[str(target)], english=[str(english)], seq_len=SEQ,
                      tokens=kw.pop("tokens", 20_000), workers=kw.pop("workers", 1), **kw)  # fmt: skip
-    return pack(cfg, out)
+    tiny.run_stage("pack", cfg, out)
+    return tiny.read_json(out / "pack.json")
 
 
 def documents(folder: Path, eos_id: int) -> list[np.ndarray]:

@@ -1,4 +1,8 @@
-"""`langadapt run`: every stage of a recipe on a tiny model, the report, and skip-on-rerun."""
+"""`langadapt run`: every stage of a recipe on a tiny model, the report, and skip-on-rerun.
+
+The corpora keep their text in a field named ``content``: the data section's text_field must reach
+every stage that reads text (prepare, extend, init's KL probe, distill, pack, pretrain's evaluation, eval).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ data:
   target_valid: hu-valid.jsonl
   english_train: en.jsonl
   english_valid: en-valid.jsonl
+  text_field: content
 prepare:
   language_id: false
   minhash_dedup: false
@@ -52,10 +57,10 @@ eval:
 
 @pytest.fixture()
 def recipe(tmp_path, tiny_tied, hu_texts, en_texts):
-    tiny.write_jsonl(tmp_path / "hu.jsonl", hu_texts[:120])
-    tiny.write_jsonl(tmp_path / "hu-valid.jsonl", hu_texts[200:210])
-    tiny.write_jsonl(tmp_path / "en.jsonl", en_texts[:120])
-    tiny.write_jsonl(tmp_path / "en-valid.jsonl", en_texts[200:210])
+    tiny.write_jsonl(tmp_path / "hu.jsonl", hu_texts[:120], field="content")
+    tiny.write_jsonl(tmp_path / "hu-valid.jsonl", hu_texts[200:210], field="content")
+    tiny.write_jsonl(tmp_path / "en.jsonl", en_texts[:120], field="content")
+    tiny.write_jsonl(tmp_path / "en-valid.jsonl", en_texts[200:210], field="content")
     path = tmp_path / "recipe.yaml"
     path.write_text(RECIPE.format(model=tiny_tied, runs=tmp_path / "runs"))
     return path
@@ -74,6 +79,9 @@ def test_recipe_runs_every_stage_then_skips_them(recipe, tmp_path, capsys):
     # English tokenizes as before (the English train text is the extension's reference)
     assert metrics["models"][0]["english"]["tokens"] == metrics["models"][-1]["english"]["tokens"]
     assert metrics["models"][-1]["target"]["tokens"] < metrics["models"][0]["target"]["tokens"]
+    for stage in stages:
+        config = json.loads((run / stage / "stage.json").read_text())["config"]
+        assert config.get("text_field", "content") == "content", stage
     report = (run / "report.md").read_text()
     assert "bits/byte" in report and (run / "plots" / "metrics.png").exists()
     assert "bits/byte" in capsys.readouterr().out

@@ -15,8 +15,11 @@ import pytest
 import tiny
 
 from langadapt.config import PrepareConfig
-from langadapt.corpus.prepare import detection_probability, minhash_params, output_files, prepare, work_dir
+from langadapt.corpus.minhash import detection_probability, minhash_params
+from langadapt.corpus.prepare import output_files, scratch_dir
 from langadapt.corpus.readers import check_corpus, iter_documents
+from langadapt.runs import run_stage, work_folder
+from langadapt.stages import BY_NAME
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 ONLY_DEDUP = {
@@ -26,6 +29,16 @@ ONLY_DEDUP = {
     "quality_filter": False,
     "boilerplate_filter": False,
 }
+
+
+def prepare(cfg: PrepareConfig, out: Path) -> dict:
+    """The stage as the CLI and the recipe runner run it."""
+    return run_stage(BY_NAME["prepare"], cfg, out)
+
+
+def nothing_beside(out: Path) -> bool:
+    """Neither the runner's work folder nor datatrove's scratch folder is left."""
+    return not work_folder(out).exists() and not scratch_dir(out).exists()
 
 
 def write_records(path: Path, records: list[dict]) -> Path:
@@ -101,7 +114,8 @@ def test_planted_duplicates_found_and_dissimilar_pairs_kept(tmp_path: Path) -> N
     steps = {s["step"]: s for s in record["steps"]}
     assert steps["exact_dedup"]["docs_in"] - steps["exact_dedup"]["docs_out"] == 100
     assert record["output"]["documents"] == len(kept)
-    assert (out / "DONE").exists() and (out / "DATACARD.md").exists() and not work_dir(out).exists()
+    assert (out / "DONE").exists() and (out / "DATACARD.md").exists() and nothing_beside(out)
+    assert sorted(p.name for p in out.iterdir()) == ["DATACARD.md", "DONE", "shards", "stage.json"]
     # later stages read the shards through the glob pipeline.py plans with
     assert len(check_corpus(output_files(out))) == record["output"]["shards"]
     assert sum(1 for _ in iter_documents(output_files(out))) == len(kept)
@@ -198,8 +212,8 @@ def test_relaunch_redoes_only_unfinished_tasks(tmp_path: Path, monkeypatch) -> N
         m.setattr(boilerplate.BoilerplateRemover, "run", crash)
         with pytest.raises(RuntimeError, match="simulated crash"):
             prepare(cfg, out)
-    assert not out.exists()
-    filter_log = work_dir(out) / "logs" / "filter"
+    assert not out.exists() and (work_folder(out) / "started.json").exists()  # kept for the resume
+    filter_log = scratch_dir(out) / "logs" / "filter"
     assert (filter_log / "completions" / "00000").exists()
 
     from langadapt.corpus.steps import CorpusReader
@@ -210,5 +224,20 @@ def test_relaunch_redoes_only_unfinished_tasks(tmp_path: Path, monkeypatch) -> N
     record = prepare(cfg, out)
 
     assert reads == []  # the finished first stage was skipped; only the unfinished ones ran
-    assert (out / "DONE").exists() and not work_dir(out).exists()
+    assert (out / "DONE").exists() and nothing_beside(out)
     assert record["steps"][0]["docs_out"] == 120 and record["output"]["documents"] > 0
+
+
+def test_scratch_belongs_to_its_work_folder(tmp_path: Path) -> None:
+    from langadapt.corpus.prepare import _pair_scratch
+    from langadapt.errors import UserError
+
+    out = tmp_path / "out"
+    work, scratch = work_folder(out), scratch_dir(out)
+    (scratch / "logs" / "filter" / "completions").mkdir(parents=True)  # left by an abandoned run
+    work.mkdir()
+    _pair_scratch(["/data/a.jsonl"], work, scratch)  # a fresh work folder: the stale completions go
+    assert not scratch.exists() and (work / "inputs.json").exists()
+    _pair_scratch(["/data/a.jsonl"], work, scratch)  # the same inputs: resumed
+    with pytest.raises(UserError, match="other input files"):  # a glob that matches other files now
+        _pair_scratch(["/data/a.jsonl", "/data/b.jsonl"], work, scratch)

@@ -13,8 +13,10 @@ import tiny
 from langadapt import config as C
 from langadapt.config import PrepareConfig
 from langadapt.corpus.plan import build_stages, make_executors
-from langadapt.corpus.prepare import output_files, prepare, work_dir
+from langadapt.corpus.prepare import output_files, print_summary, scratch_dir
 from langadapt.errors import UserError
+from langadapt.runs import STARTED_JSON, run_stage, work_folder
+from langadapt.stages import BY_NAME
 
 STAGES = [
     "filter",
@@ -29,7 +31,7 @@ STAGES = [
 ]
 
 
-def test_slurm_submits_every_stage_after_the_one_before(tmp_path: Path, monkeypatch) -> None:
+def test_slurm_submits_every_stage_after_the_one_before(tmp_path: Path, monkeypatch, capsys) -> None:
     from datatrove.executor import slurm
 
     submitted: list[tuple[str, tuple]] = []
@@ -43,9 +45,10 @@ def test_slurm_submits_every_stage_after_the_one_before(tmp_path: Path, monkeypa
     out = tmp_path / "out"
     cfg = PrepareConfig(input=[str(corpus)], lang="hu", executor="slurm", slurm_partition="cpu", tasks=4)
 
-    record = prepare(cfg, out)
+    record = run_stage(BY_NAME["prepare"], cfg, out)
 
     assert record["submitted"] is True and not out.exists()
+    assert (work_folder(out) / STARTED_JSON).exists()  # the finalize job commits it to out
     jobs = [(s, a) for s, a in submitted if "launch_pickled_pipeline" in s]
     assert [s.split("--job-name=")[1].split()[0] for s, _ in jobs] == [
         f"langadapt-prepare-{n}" for n in STAGES
@@ -55,13 +58,21 @@ def test_slurm_submits_every_stage_after_the_one_before(tmp_path: Path, monkeypa
     job_ids = [str(101 + i) for i, (s, _) in enumerate(submitted) if "launch_pickled_pipeline" in s]
     for (_, args), prev in zip(jobs[1:], job_ids[:-1]):
         assert any(a.startswith("--dependency=") and f"afterok:{prev}" in a for a in args), args
-    assert (work_dir(out) / "logs" / "finalize" / "executor.pik").exists()
+    assert (scratch_dir(out) / "logs" / "finalize" / "executor.pik").exists()
+    capsys.readouterr()
+    print_summary(record, out)
+    assert capsys.readouterr().out == f"submitted; logs in {scratch_dir(out) / 'logs'}\n"
+
+
+def plan_stages(cfg: PrepareConfig) -> list:
+    return build_stages(cfg, ["/data/x.jsonl"], staged=Path("/runs/.o.partial"), scratch=Path("/runs/.o.datatrove"),
+                        final=Path("/runs/o"), started=time.time())  # fmt: skip
 
 
 def test_ray_executors_are_chained() -> None:
     cfg = PrepareConfig(input=["x"], lang="hu", executor="ray", tasks=3, cpus_per_task=2)
-    stages = build_stages(cfg, ["/data/x.jsonl"], Path("/w"), Path("/o"), started=time.time())
-    executors = make_executors(cfg, stages, Path("/w"))
+    stages = plan_stages(cfg)
+    executors = make_executors(cfg, stages, Path("/runs/.o.datatrove"))
     assert [s.name for s in stages] == STAGES
     assert all(type(e).__name__ == "RayPipelineExecutor" for e in executors)
     assert all(b.depends is a for a, b in itertools.pairwise(executors))
@@ -70,8 +81,11 @@ def test_ray_executors_are_chained() -> None:
 
 def test_stage_list_follows_the_switches() -> None:
     cfg = PrepareConfig(input=["x"], lang="ja", boilerplate_filter=False, exact_dedup=False)
-    stages = build_stages(cfg, ["/x.jsonl"], Path("/w"), Path("/o"), started=0.0)
+    stages = plan_stages(cfg)
     assert [s.name for s in stages] == ["filter", "mh_buckets", "mh_cluster", "minhash", "finalize"]
+    # the MinHash step's time includes the signatures computed at the end of the filter stage
+    assert [stage for stage, _ in stages[-2].steps["minhash_dedup"]] == ["minhash", "filter", "mh_buckets",
+                                                                         "mh_cluster"]  # fmt: skip
 
 
 def test_config_rejects_bad_values() -> None:

@@ -18,8 +18,8 @@ import torch
 from langadapt.config import PretrainConfig
 from langadapt.errors import UserError
 from langadapt.train import monitor
+from langadapt.runs import work_folder
 from langadapt.train.monitor import installed, read_metrics
-from langadapt.train.pretrain import pretrain
 
 SEQ = 48
 
@@ -33,6 +33,14 @@ def _cfg(model: Path, data: Path, **kw) -> PretrainConfig:
     base = {"model": str(model), "data": str(data), "bf16": False, "micro_batch": 2, "lr": 1e-3, "max_steps": 4,
             "warmup": 1}
     return PretrainConfig(**{**base, **kw})
+
+
+def pretrain(cfg: PretrainConfig, out: Path) -> dict:
+    """Through the stage runner (skip, refuse, resume, stage.json), as the CLI and the recipes run it."""
+    from langadapt.runs import run_stage
+    from langadapt.stages import BY_NAME
+
+    return run_stage(BY_NAME["pretrain"], cfg, out)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -93,9 +101,10 @@ def test_bad_input(tmp_path, tiny_tied, packed, metaspace_tok, hu_texts):
     with pytest.raises(UserError, match="above the model's context"):
         pretrain(_cfg(tiny_tied, long), tmp_path / "r2")
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+    assert not work_folder(tmp_path / "r1").exists() and not work_folder(tmp_path / "r2").exists()
     pretrain(_cfg(tiny_tied, packed, max_steps=1), tmp_path / "r3")
     snapshot = {p: p.stat().st_mtime_ns for p in (tmp_path / "r3").rglob("*")}
-    with pytest.raises(UserError, match="resume folder from a different config"):
+    with pytest.raises(UserError, match="finished pretrain run of another config"):
         pretrain(_cfg(tiny_tied, packed, max_steps=1, lr=5e-4), tmp_path / "r3")
     assert snapshot == {p: p.stat().st_mtime_ns for p in (tmp_path / "r3").rglob("*")}
 
@@ -115,7 +124,7 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path, tiny_tied, packed):
     proc = subprocess.Popen(_cli(tiny_tied, packed, out, steps), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 120
-    while not list((out / "checkpoints").glob("step-*/meta.json")) and time.time() < deadline:
+    while not list((work_folder(out) / "checkpoints").glob("step-*/meta.json")) and time.time() < deadline:
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -127,7 +136,7 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path, tiny_tied, packed):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     # a finished folder rerun with another config: one line, exit 2, nothing touched
     result = subprocess.run(_cli(tiny_tied, packed, out, steps + 1), capture_output=True, text=True, env=env, check=False)
-    assert result.returncode == 2 and "resume folder from a different config" in result.stderr
+    assert result.returncode == 2 and "finished pretrain run of another config" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
@@ -184,4 +193,37 @@ def test_report_to_none_and_a_missing_tracker(tmp_path, tiny_tied, packed, monke
     monkeypatch.setitem(monitor.TRACKER_PACKAGES, "wandb", ("langadapt_no_such_package",))
     with pytest.raises(UserError, match="report_to 'wandb': the package is not installed"):
         pretrain(_cfg(tiny_tied, packed, max_steps=1, report_to="wandb"), tmp_path / "r")
-    assert not (tmp_path / "r").exists()
+    assert not (tmp_path / "r").exists() and not work_folder(tmp_path / "r").exists()
+
+
+def test_row_freeze_callback_in_a_transformers_trainer(tmp_path, tiny_untied_padded):
+    """The same gradient mask as a TrainerCallback (for trl / transformers SFT and DPO): rows < 500 and
+    the padding rows stay bit-identical, the new rows train."""
+    from accelerate.state import AcceleratorState
+    from transformers import Trainer, TrainingArguments
+
+    from langadapt.models import load_model
+    from langadapt.train import optim, trainable
+
+    base, end = 500, 600
+    model = load_model(tiny_untied_padded)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    selection = trainable.select(model, "new-embeddings", vocab_size=end, base_vocab=base)
+    callback = trainable.RowFreezeCallback(selection.row_freeze)
+    groups = optim.param_groups(model, 0.1, trainable.embedding_matrices(model))
+    optimizer = torch.optim.AdamW(groups, lr=1e-2)
+    ids = torch.arange(8 * 16).reshape(8, 16) * 7 % end  # base and new token ids
+    data = [{"input_ids": row, "labels": row} for row in ids]
+    args = TrainingArguments(str(tmp_path), max_steps=3, per_device_train_batch_size=4, report_to=[],
+                             save_strategy="no", use_cpu=True, logging_strategy="no", disable_tqdm=True)  # fmt: skip
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        Trainer(model=model, args=args, train_dataset=data, optimizers=(optimizer, None), callbacks=[callback]).train()
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert callback.unchanged is True
+    after = model.state_dict()
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.equal(after[key][:base], before[key][:base]), key
+        assert torch.equal(after[key][end:], before[key][end:]), key
+        assert not torch.equal(after[key][base:end], before[key][base:end]), key

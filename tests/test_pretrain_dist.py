@@ -134,10 +134,50 @@ def test_sharded_training_trains_only_new_rows_like_one_process(tmp_path, reques
         torch.testing.assert_close(after[key], reference[key], rtol=0, atol=1e-6)
     _assert_only_new_rows_trained(load_file(model / "model.safetensors"), after, 600)
     if backend in ("deepspeed-zero3", "fsdp") and model_fixture == "tiny_untied_padded":
-        # as if killed after the step-2 checkpoint: resuming the sharded run ends bit-identical
+        # as if killed after the step-2 checkpoint (back to the runner's unfinished work folder, the
+        # final outputs gone): resuming the sharded run ends bit-identical
+        from langadapt.runs import STARTED_JSON, work_folder, write_json_atomic
+
+        work = work_folder(tmp_path / "two")
+        os.replace(tmp_path / "two", work)
         for name in ("DONE", "stage.json", "final"):
-            shutil.rmtree(tmp_path / "two" / name) if name == "final" else (tmp_path / "two" / name).unlink()
+            shutil.rmtree(work / name) if name == "final" else (work / name).unlink()
+        write_json_atomic(work / STARTED_JSON, {"stage": "pretrain", "config": stage["config"]})
         again = subprocess.run(launch_two, env=ENV, capture_output=True, text=True, cwd=REPO, check=False)
         assert again.returncode == 0, again.stderr[-3000:]
         resumed = load_file(tmp_path / "two" / "final" / "model.safetensors")
         assert all(torch.equal(resumed[k], after[k]) for k in after)
+
+
+def test_distill_ddp_two_processes_match_one(tmp_path, tiny_untied_padded, bytelevel_tok, hu_texts):
+    """embeddings distill under ``accelerate launch`` (DDP on gloo): each process reads its contiguous share
+    of every step's spans and the losses are normalised over the whole step, so 2 processes = 1."""
+    import ext_tok
+    import tiny
+
+    from langadapt.config import InitConfig
+    from langadapt.runs import run_stage
+    from langadapt.stages import BY_NAME
+
+    tok = ext_tok.extend_tokenizer(bytelevel_tok, hu_texts, tmp_path / "tok", 150)
+    init = tmp_path / "init"
+    run_stage(BY_NAME["init"], InitConfig(model=str(tiny_untied_padded), tokenizer=str(tok), kl_max_docs=2), init)
+    corpus = tiny.write_jsonl(tmp_path / "hu.jsonl", hu_texts)
+    args = ["-m", "langadapt.cli", "embeddings", "distill", "--model", str(init), "--teacher", str(tiny_untied_padded),
+            "--corpus", str(corpus), "--steps", "4", "--calibrate-steps", "3", "--batch-size", "4", "--seq-len", "48",
+            "--lr", "1e-2", "--checkpoint-every", "2", "--no-bf16", "--report-to", "none"]  # fmt: skip
+    one = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], env=ENV, capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([*_launch(None, 29535), *args, "--out", str(tmp_path / "two")], env=ENV, capture_output=True,
+                         text=True, cwd=REPO, check=False)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = (json.loads((tmp_path / name / "stage.json").read_text()) for name in ("one", "two"))
+    assert (a["processes"], b["processes"]) == (1, 2) and b["frozen_rows_unchanged"] is True
+    for stage in ("distill", "calibrate"):
+        assert b["losses"][stage] == pytest.approx(a["losses"][stage], abs=1e-5)
+    reference, after = (load_file(tmp_path / name / "model.safetensors") for name in ("one", "two"))
+    assert set(after) == set(reference)
+    for key in after:
+        torch.testing.assert_close(after[key], reference[key], rtol=0, atol=1e-6)
+    assert not (tmp_path / "two" / "checkpoints").exists()

@@ -23,8 +23,8 @@ def extend_args(base: Path, corpus: Path, out: Path, n: str = "20") -> list[str]
 
 
 def sweep_args(base: Path, corpus: Path, out: Path, sizes: str) -> list[str]:
-    return ["tokenizer", "sweep", "--base", str(base), "--corpus", str(corpus), "--out", str(out),
-            "--sizes", sizes]  # fmt: skip
+    repeated = [arg for size in sizes.split(",") for arg in ("--sizes", size)]
+    return ["tokenizer", "sweep", "--base", str(base), "--corpus", str(corpus), "--out", str(out), *repeated]
 
 
 def wordpiece_folder(folder: Path) -> Path:

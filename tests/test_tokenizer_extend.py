@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from langadapt.config import ExtendConfig
 from langadapt.tokenizer.base import load_base
-from langadapt.tokenizer.extend import extend, plan_extension
+from langadapt.tokenizer.extend import plan_extension
 
 N_NEW = 150
 STYLES = ["bytelevel", "metaspace", "sentencepiece", "llama3"]
@@ -80,7 +80,8 @@ def extended(tmp_path_factory, bases, corpora) -> dict[str, tuple[Path, Path, di
         cfg = ExtendConfig(base=str(base), corpus=[str(corpora["hu"])], english_corpus=[str(corpora["en"])],
                            english_heldout=[str(corpora["en_heldout"])],
                            target_heldout=[str(corpora["hu_heldout"])], num_new_tokens=N_NEW)  # fmt: skip
-        record = extend(cfg, out)
+        tiny.run_stage("extend", cfg, out)
+        record = tiny.read_json(out / "extension.json")
         result[style] = (base, out, record)
     return result
 
@@ -201,7 +202,8 @@ def test_sentencepiece_model_file_is_dropped(tmp_path, bytelevel_tok, corpora, c
     shutil.copytree(bytelevel_tok, base)
     (base / "tokenizer.model").write_bytes(b"\x00sentencepiece")
     cfg = ExtendConfig(base=str(base), corpus=[str(corpora["hu"])], num_new_tokens=20)
-    record = extend(cfg, tmp_path / "o")
+    tiny.run_stage("extend", cfg, tmp_path / "o")
+    record = tiny.read_json(tmp_path / "o" / "extension.json")
     assert record["dropped_files"] == ["tokenizer.model"]
     assert not (tmp_path / "o" / "tokenizer.model").exists()
     assert "tokenizer.model" in caplog.text

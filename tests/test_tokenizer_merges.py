@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from langadapt.tokenizer.merges import learn_merges, merge_word
 from langadapt.tokenizer.metrics import fertility
-from langadapt.tokenizer.sweep import suggest_size, sweep
+from langadapt.tokenizer.sweep import suggest_size
 
 STRINGS = {0: "a", 1: "b", 2: "c", 3: "ab"}
 
@@ -68,10 +68,13 @@ def test_suggest_size_is_the_knee():
 
 
 def test_sweep_writes_curve_and_reuses_one_run(tmp_path, bytelevel_tok, hu_corpus, en_corpus, capsys):
-    result = sweep(str(bytelevel_tok), [str(hu_corpus)], [20, 40, 80], tmp_path / "sweep",
-                   english_corpus=[str(en_corpus)])  # fmt: skip
+    from langadapt.cli import main
+
+    main(["tokenizer", "sweep", "--base", str(bytelevel_tok), "--corpus", str(hu_corpus), "--sizes", "20", "40",
+          "80", "--english-corpus", str(en_corpus), "--out", str(tmp_path / "sweep")])  # fmt: skip
     saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert saved == json.loads(json.dumps(result))
+    stage = json.loads((tmp_path / "sweep" / "stage.json").read_text())
+    assert stage["suggested_size"] == saved["suggested_size"] and stage["config"]["sizes"] == [20, 40, 80]
     assert [r["size"] for r in saved["rows"]] == [0, 20, 40, 80]
     tpw = [r["target"]["tokens_per_word"] for r in saved["rows"]]
     assert tpw == sorted(tpw, reverse=True) and tpw[-1] < tpw[0]

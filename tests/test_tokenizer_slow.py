@@ -11,7 +11,7 @@ from tokenizers import Tokenizer
 from langadapt.config import ExtendConfig
 from langadapt.corpus.readers import iter_documents
 from langadapt.models import resolve_tokenizer
-from langadapt.tokenizer.extend import extend
+import tiny
 from langadapt.tokenizer.metrics import fertility
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -27,9 +27,9 @@ def split(lang: str, name: str) -> str:
 def test_smollm2_hungarian_8000(tmp_path):
     base = Tokenizer.from_file(str(resolve_tokenizer("smollm2-135m") / "tokenizer.json"))  # convert first
     start = time.perf_counter()
-    record = extend(ExtendConfig(base="smollm2-135m", corpus=[split("hu", "train")],
-                                 english_corpus=[split("en", "train")], num_new_tokens=8000),
-                    tmp_path / "tok")  # fmt: skip
+    record = tiny.run_stage("extend", ExtendConfig(base="smollm2-135m", corpus=[split("hu", "train")],
+                                                   english_corpus=[split("en", "train")], num_new_tokens=8000),
+                            tmp_path / "tok")  # fmt: skip
     seconds = time.perf_counter() - start
     new = Tokenizer.from_file(str(tmp_path / "tok" / "tokenizer.json"))
     assert record["added"] == 8000 and seconds < 60

@@ -24,10 +24,10 @@ def demo_texts(lang: str, split: str = "train", n: int = 200) -> list[str]:
         return [json.loads(line)["text"] for line in itertools.islice(fh, n)]
 
 
-def write_jsonl(path: Path, texts: list[str]) -> Path:
+def write_jsonl(path: Path, texts: list[str], field: str = "text") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts)
+        fh.writelines(json.dumps({field: t}, ensure_ascii=False) + "\n" for t in texts)
     return path
 
 
@@ -95,3 +95,15 @@ def tiny_model(out: Path, tokenizer_dir: Path, *, tied: bool = True, extra_rows:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def run_stage(name: str, cfg, out: Path) -> dict:
+    """Stage ``name`` through the stage runner, as the CLI and recipes run it; stage.json's record."""
+    from langadapt.runs import run_stage as run
+    from langadapt.stages import BY_NAME
+
+    return run(BY_NAME[name], cfg, out)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

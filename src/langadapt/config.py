@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,12 +24,44 @@ class ConfigError(UserError):
     """A recipe or flag value that does not make sense."""
 
 
+PATH = {"path": True}
+"""Field metadata of a path field: a recipe resolves it against the recipe's folder, the runner fills it
+from the data section and earlier stages (``dataclasses.field(..., metadata=PATH)``)."""
+
+
+def paths() -> Any:
+    """A list-of-paths field (input files, globs or folders), empty by default."""
+    return field(default_factory=list, metadata=PATH)
+
+
+def path(default: str = "") -> Any:
+    """A single-path field (a model, tokenizer or data folder, or a model alias)."""
+    return field(default=default, metadata=PATH)
+
+
+def is_path_field(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("path"))
+
+
+def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """``name must be a, b or c, not 'x'`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        listed = ", ".join(map(str, choices[:-1])) + f" or {choices[-1]}" if len(choices) > 1 else str(choices[0])
+        raise ConfigError(f"{name} must be {listed}, not {value!r}")
+
+
+def check_device(device: str) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the runtime resolves it; checked here, before any work)."""
+    if device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", device):
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, not {device!r}")
+
+
 # --------------------------------------------------------------------------------------------- stages
 
 
 @dataclass(kw_only=True)
 class PrepareConfig:
-    input: list[str] = field(default_factory=list)
+    input: list[str] = paths()
     """Files or globs of raw text (txt / jsonl[.gz] / parquet / datasets folder)."""
     lang: str = ""
     """ISO 639-1 code of the language to keep (empty: the recipe's target_lang)."""
@@ -88,12 +121,10 @@ class PrepareConfig:
     """Licences of the sources, copied into the data card."""
 
     def __post_init__(self) -> None:
-        if self.executor not in ("local", "slurm", "ray"):
-            raise ConfigError(f"executor must be local, slurm or ray, not {self.executor!r}")
+        check_choice("executor", self.executor, ("local", "slurm", "ray"))
         if not 0 < self.minhash_threshold < 1:
             raise ConfigError("minhash_threshold must be between 0 and 1")
-        if self.output_format not in ("jsonl.gz", "parquet"):
-            raise ConfigError(f"output_format must be jsonl.gz or parquet, not {self.output_format!r}")
+        check_choice("output_format", self.output_format, ("jsonl.gz", "parquet"))
         if self.tasks < 1 or self.workers == 0 or self.workers < -1:
             raise ConfigError("tasks must be >= 1 and workers >= 1 (or -1: one per core)")
         if not 0 <= self.min_script_ratio <= 1 or not 0 < self.boilerplate_min_doc_share <= 1:
@@ -106,15 +137,15 @@ class PrepareConfig:
 
 @dataclass(kw_only=True)
 class ExtendConfig:
-    base: str = ""
+    base: str = path()
     """Base model alias or folder whose tokenizer is extended (recipe: the recipe's base_model)."""
-    corpus: list[str] = field(default_factory=list)
+    corpus: list[str] = paths()
     """Target-language training text."""
-    english_corpus: list[str] = field(default_factory=list)
+    english_corpus: list[str] = paths()
     """English text whose base tokenization must not change (merges seen there are skipped)."""
-    english_heldout: list[str] = field(default_factory=list)
+    english_heldout: list[str] = paths()
     """Held-out English text: reported, how many of its documents tokenize differently."""
-    target_heldout: list[str] = field(default_factory=list)
+    target_heldout: list[str] = paths()
     """Held-out target-language text: its tokens per word before and after are reported."""
     num_new_tokens: int = 8000
     """How many target-language tokens to add after the base vocabulary."""
@@ -133,10 +164,34 @@ class ExtendConfig:
 
 
 @dataclass(kw_only=True)
+class SweepConfig:
+    base: str = path()
+    """Base model alias or folder whose tokenizer is extended (recipe: the recipe's base_model)."""
+    corpus: list[str] = paths()
+    """Target-language text; every 10th document is held out to measure fertility on."""
+    english_corpus: list[str] = paths()
+    """English text whose base tokenization must not change (as in tokenizer extend)."""
+    sizes: list[int] = field(default_factory=lambda: [500, 1000, 2000, 4000, 8000, 16000])
+    """Numbers of new tokens to measure."""
+    min_frequency: int = 2
+    """A new merge must occur at least this many times in the corpus."""
+    threshold: float = 0.10
+    """Suggest the first size after which a doubling lowers tokens per word by less than this share."""
+    text_field: str = "text"
+    """Field or column that holds the text in jsonl / parquet / datasets input."""
+
+    def __post_init__(self) -> None:
+        if not self.sizes or min(self.sizes) <= 0:
+            raise ConfigError("sizes must be positive numbers of new tokens")
+        if not 0 < self.threshold < 1:
+            raise ConfigError("threshold must be between 0 and 1")
+
+
+@dataclass(kw_only=True)
 class InitConfig:
-    model: str = ""
+    model: str = path()
     """Base model alias or folder (recipe: the recipe's base_model)."""
-    tokenizer: str = ""
+    tokenizer: str = path()
     """Extended tokenizer folder (from tokenizer extend)."""
     method: str = "mean-subword"
     """mean-subword (SambaLingo), mean (of all base rows) or random (normal, base rows' std)."""
@@ -150,16 +205,21 @@ class InitConfig:
     """Round the embedding matrix rows up to a multiple of this (None: exactly len(tokenizer))."""
     seed: int = 0
     """Seed for the random method."""
-    kl_corpus: list[str] = field(default_factory=list)
+    kl_corpus: list[str] = paths()
     """English text on which KL(base || extended) of next-token distributions is measured."""
     kl_max_docs: int = 16
     """Documents used for the KL measurement."""
+    text_field: str = "text"
+    """Field or column that holds the text."""
+    bf16: bool | None = None
+    """bf16 autocast for the probes (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
 
     def __post_init__(self) -> None:
-        if self.method not in ("mean-subword", "mean", "random"):
-            raise ConfigError(f"method must be mean-subword, mean or random, not {self.method!r}")
-        if self.output_remedy not in ("auto", "shift", "none"):
-            raise ConfigError(f"output_remedy must be auto, shift or none, not {self.output_remedy!r}")
+        check_choice("method", self.method, ("mean-subword", "mean", "random"))
+        check_choice("output_remedy", self.output_remedy, ("auto", "shift", "none"))
+        check_device(self.device)
         if self.output_shift < 0:
             raise ConfigError("output_shift must be >= 0")
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of <= 0:
@@ -168,11 +228,11 @@ class InitConfig:
 
 @dataclass(kw_only=True)
 class DistillConfig:
-    model: str = ""
+    model: str = path()
     """Initialised extended model folder (from embeddings init)."""
-    teacher: str = ""
+    teacher: str = path()
     """The original model, reading the original tokenization (recipe: the recipe's base_model)."""
-    corpus: list[str] = field(default_factory=list)
+    corpus: list[str] = paths()
     """Target-language text."""
     steps: int = 100
     """Distillation steps (stage 1: new input rows, L2 on last hidden states)."""
@@ -189,12 +249,22 @@ class DistillConfig:
     """Longest span, in teacher tokens."""
     seed: int = 0
     """Seed for data order and anything random."""
+    warmup: float = 0.1
+    """Warm-up of each stage, as a share of its steps (< 1) or a number of steps (>= 1)."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate of each stage as a share of its peak (cosine decay)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0: off)."""
     bf16: bool | None = None
-    """bf16 autocast (None: where it is faster, i.e. CPUs with bf16 support and GPUs)."""
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
     checkpoint_every: int = 50
     """Steps between resumable checkpoints."""
+    report_to: str = "auto"
+    """accelerate trackers: auto (every one installed of tensorboard and wandb), none, or a comma-separated list."""
     text_field: str = "text"
     """Field or column that holds the text."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
 
     def __post_init__(self) -> None:
         if self.steps <= 0:
@@ -205,15 +275,17 @@ class DistillConfig:
             raise ConfigError("lr and calibrate_lr must be > 0")
         if self.batch_size <= 0 or self.seq_len <= 1 or self.checkpoint_every <= 0:
             raise ConfigError("batch_size and checkpoint_every must be > 0, seq_len > 1")
+        parse_report_to(self.report_to)
+        check_device(self.device)
 
 
 @dataclass(kw_only=True)
 class PackConfig:
-    tokenizer: str = ""
+    tokenizer: str = path()
     """Tokenizer folder or model alias."""
-    target: list[str] = field(default_factory=list)
+    target: list[str] = paths()
     """Target-language text."""
-    english: list[str] = field(default_factory=list)
+    english: list[str] = paths()
     """English text."""
     ratio: float = 0.75
     """Share of target-language tokens (SambaLingo 0.75, DictaLM 0.5)."""
@@ -245,13 +317,13 @@ class PackConfig:
 
 @dataclass(kw_only=True)
 class PretrainConfig:
-    model: str = ""
+    model: str = path()
     """Model folder to continue training (from embeddings init / distill)."""
-    data: str = ""
+    data: str = path()
     """Packed dataset folder (from data pack)."""
-    eval_target: list[str] = field(default_factory=list)
+    eval_target: list[str] = paths()
     """Held-out target-language text for bits-per-byte evaluation."""
-    eval_english: list[str] = field(default_factory=list)
+    eval_english: list[str] = paths()
     """Held-out English text for bits-per-byte evaluation."""
     train: str = "full"
     """What trains: a comma-separated union of full, embeddings, new-embeddings (only the rows the tokenizer added) and module-name patterns, e.g. 'new-embeddings,layers,norm'."""
@@ -276,7 +348,7 @@ class PretrainConfig:
     max_minutes: float | None = None
     """Stop after this many minutes (the schedule is planned for max_steps)."""
     bf16: bool | None = None
-    """bf16 autocast (None: where supported and faster)."""
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
     compile: bool = False
     """torch.compile the model."""
     gradient_checkpointing: bool = False
@@ -284,7 +356,9 @@ class PretrainConfig:
     attention: str = "auto"
     """Document-masked attention kernel: auto, sdpa, flex or flash."""
     eval_every: int = 0
-    """Steps between bits-per-byte evaluations (0: only at the end)."""
+    """Steps between bits-per-byte evaluations on eval_target / eval_english, also run after the last step;
+    the best evaluated weights become final/ (0: none, final/ is the last weights; a recipe's eval stage
+    scores them)."""
     eval_max_docs: int = 64
     """Documents per evaluation corpus."""
     select_metric: str = "target_bpb"
@@ -295,8 +369,12 @@ class PretrainConfig:
     """How many recent checkpoints to keep."""
     report_to: str = "auto"
     """accelerate trackers: auto (every one installed of tensorboard and wandb), none, or a comma-separated list. TensorBoard writes into the run folder's pretrain/."""
+    text_field: str = "text"
+    """Field or column that holds the text of the evaluation corpora."""
     seed: int = 0
     """Seed for initialisation of anything random and for data order."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -305,10 +383,9 @@ class PretrainConfig:
             raise ConfigError("micro_batch and grad_accum must be > 0")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError("max_steps must be > 0")
-        if self.attention not in ("auto", "sdpa", "flex", "flash"):
-            raise ConfigError(f"attention must be auto, sdpa, flex or flash, not {self.attention!r}")
-        if self.select_metric not in ("target_bpb", "english_bpb"):
-            raise ConfigError(f"select_metric must be target_bpb or english_bpb, not {self.select_metric!r}")
+        check_choice("attention", self.attention, ("auto", "sdpa", "flex", "flash"))
+        check_choice("select_metric", self.select_metric, ("target_bpb", "english_bpb"))
+        check_device(self.device)
         parse_report_to(self.report_to)
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.eval_every < 0:
             raise ConfigError("keep_checkpoints must be >= 1; checkpoint_every and eval_every >= 0")
@@ -331,11 +408,11 @@ def parse_report_to(spec: str) -> list[str]:
 
 @dataclass(kw_only=True)
 class EvalConfig:
-    models: list[str] = field(default_factory=list)
+    models: list[str] = paths()
     """Models to compare (the runner adds base and adapted models)."""
-    target: list[str] = field(default_factory=list)
+    target: list[str] = paths()
     """Held-out target-language text."""
-    english: list[str] = field(default_factory=list)
+    english: list[str] = paths()
     """Held-out English text."""
     max_docs: int | None = 64
     """Documents per corpus (None: all)."""
@@ -345,6 +422,19 @@ class EvalConfig:
     """Window length in tokens; longer documents are scored in strided windows."""
     stride: int = 512
     """New tokens scored per window after the first; the rest of the window is left context."""
+    bf16: bool | None = None
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
+    text_field: str = "text"
+    """Field or column that holds the text."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
+
+    def __post_init__(self) -> None:
+        if self.max_docs is not None and self.max_docs <= 0:
+            raise ConfigError("max_docs must be > 0 (or None: all)")
+        if self.batch_size <= 0 or not 0 < self.stride < self.max_len:
+            raise ConfigError("batch_size must be > 0 and stride between 1 and max_len - 1")
+        check_device(self.device)
 
 
 # -------------------------------------------------------------------------------------------- recipe
@@ -352,23 +442,23 @@ class EvalConfig:
 
 @dataclass(kw_only=True)
 class DataConfig:
-    target_train: list[str] = field(default_factory=list)
+    target_train: list[str] = paths()
     """Target-language training text."""
-    target_valid: list[str] = field(default_factory=list)
+    target_valid: list[str] = paths()
     """Held-out target-language text (evaluation only)."""
-    english_train: list[str] = field(default_factory=list)
+    english_train: list[str] = paths()
     """English training text (mixing, and the reference whose tokenization must not change)."""
-    english_valid: list[str] = field(default_factory=list)
+    english_valid: list[str] = paths()
     """Held-out English text (evaluation only)."""
     text_field: str = "text"
-    """Field or column that holds the text."""
+    """Field or column that holds the text in every corpus; it is every stage's text_field."""
 
 
 @dataclass(kw_only=True)
 class Recipe:
     name: str
     """Run name: outputs go to runs_dir/name/."""
-    base_model: str = "smollm2-135m"
+    base_model: str = path("smollm2-135m")
     """Base model alias or folder."""
     target_lang: str = "hu"
     """ISO 639-1 code of the target language."""
@@ -378,6 +468,8 @@ class Recipe:
     """Where the text comes from."""
     prepare: PrepareConfig | None = None
     """Corpus cleaning and deduplication (omit to skip)."""
+    sweep: SweepConfig | None = None
+    """Fertility against the number of new tokens, to choose extend's num_new_tokens (omit to skip)."""
     extend: ExtendConfig | None = None
     """Tokenizer extension (omit to skip)."""
     init: InitConfig | None = None
@@ -486,35 +578,3 @@ def field_docs(cls: type) -> dict[str, str]:
         for node, nxt in itertools.pairwise(body)
         if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
     }
-
-
-def recipe_reference() -> str:
-    """Markdown reference of every recipe key (docs/recipes.md is this text; a test keeps it in sync)."""
-    intro = "Generated from `langadapt/config.py` by `python -m langadapt.config > docs/recipes.md`."
-    lines = ["# Recipe reference", "", f"{intro} Unknown keys are errors.", ""]
-    sections = [("top level", Recipe)] + [
-        (f.name, next(a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)))
-        for f in dataclasses.fields(Recipe)
-        for hint in [typing.get_type_hints(Recipe)[f.name]]
-        if any(dataclasses.is_dataclass(a) for a in (hint, *typing.get_args(hint)))
-    ]
-    section_names = {name for name, _ in sections}
-    for section, cls in sections:
-        docs = field_docs(cls)
-        lines += [f"## `{section}` ({cls.__name__})", "", "| key | default | meaning |", "|---|---|---|"]
-        for f in dataclasses.fields(cls):
-            if cls is Recipe and f.name in section_names:
-                continue
-            if f.default is not dataclasses.MISSING:
-                default = repr(f.default)
-            elif f.default_factory is not dataclasses.MISSING:
-                default = repr(f.default_factory())
-            else:
-                default = "required"
-            lines.append(f"| `{f.name}` | `{default}` | {docs.get(f.name, '')} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(recipe_reference(), end="")

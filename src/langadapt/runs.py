@@ -1,9 +1,16 @@
-"""Run folders: atomic outputs, DONE markers and the records every artifact carries.
+"""Run folders: the one stage protocol, atomic outputs, DONE markers and the records every artifact carries.
 
-Every stage writes into a temporary sibling folder and renames it into place only when it finished, so
-a crash never leaves a half-written artifact behind (the OLMo-core / datatrove pattern). ``stage.json``
-says what ran, with which config and langadapt version, how long it took and its key figures; ``DONE``
-is written last and is what the recipe runner checks to skip a finished stage.
+:func:`run_stage` is the protocol every stage goes through, from the CLI and from a recipe alike
+(datatrove's executor and OLMo-core's checkpointer are the models): the stage function only computes
+into a work folder ``.<out>.partial/`` beside ``out``; the runner
+
+* returns a finished ``out`` of the same config as it is (skipped), and refuses one of another config
+  with one line naming the differing keys;
+* resumes an unfinished work folder of the same config where the stage can resume (it keeps its
+  checkpoints there), refuses one of another config, and starts over where the stage cannot resume;
+* records the config the work started with (``started.json``), then ``stage.json`` (resolved config,
+  langadapt version, git commit, seconds, the stage's figures) and ``DONE`` last, and renames the work
+  folder to ``out`` — so a crash never leaves a half-written artifact where a finished one belongs.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ if TYPE_CHECKING:
 
 DONE = "DONE"
 STAGE_JSON = "stage.json"
+STARTED_JSON = "started.json"
+"""In a work folder: the config (and langadapt version) the unfinished run started with."""
+EXTENSION_JSON = "extension.json"
+"""In a tokenizer folder (and the model folders made from it): base_vocab_size, the added tokens, fertility."""
 
 
 def is_done(folder: Path) -> bool:
@@ -140,3 +151,114 @@ class Timer:
     def elapsed(self) -> float:
         """Seconds so far (inside the block), or the total (after it)."""
         return self.seconds or time.perf_counter() - self.start
+
+
+# ------------------------------------------------------------------------------------ the protocol
+
+
+def work_folder(out: Path) -> Path:
+    """Where a stage computes before its output is committed (kept after a crash, for resuming)."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.partial")
+
+
+def is_main_process() -> bool:
+    """Rank 0 of an ``accelerate launch`` / torchrun job, or a plain process: the one that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def changed_keys(before: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """Config keys whose values differ (``ignore``: settings that may change without changing results)."""
+    return sorted(k for k in set(before) | set(now) if k not in ignore and before.get(k) != now.get(k))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def stage_record(stage: str, config: Any, seconds: float, figures: dict[str, Any]) -> dict[str, Any]:
+    """What ``stage.json`` holds: stage name, versions, seconds, the resolved config, the figures."""
+    return {"stage": stage, **provenance(), "seconds": round(seconds, 3), "config": to_jsonable(config),
+            **to_jsonable(figures)}  # fmt: skip
+
+
+def commit(work: Path, out: Path, record: dict[str, Any]) -> None:
+    """``stage.json`` then ``DONE`` into the work folder, then rename it to ``out`` (the commit point).
+
+    A crash between DONE and the rename leaves a finished work folder, which the next run renames."""
+    work, out = Path(work), Path(out)
+    write_json_atomic(work / STAGE_JSON, record)
+    mark_done(work)
+    (work / STARTED_JSON).unlink(missing_ok=True)
+    os.replace(work, out)
+
+
+def check_finished(name: str, out: Path, config: dict[str, Any], ignore: tuple[str, ...]) -> dict | None:
+    """The record of a finished ``out`` of this config; None when ``out`` does not exist; else UserError."""
+    out = Path(out)
+    if is_done(out) and (out / STAGE_JSON).exists():
+        record = read_json(out / STAGE_JSON)
+        changed = changed_keys(record.get("config", {}), config, ignore)
+        if changed:
+            raise UserError(f"holds a finished {record.get('stage', name)} run of another config (changed: "
+                            f"{', '.join(changed)}); choose another output folder or remove it", out)  # fmt: skip
+        return record
+    if out.exists():
+        raise UserError("output folder already exists and is not a finished langadapt stage "
+                        "(choose another output folder or remove it)", out)  # fmt: skip
+    return None
+
+
+def prepare_work(name: str, work: Path, config: dict[str, Any], *, resumable: bool,
+                 ignore: tuple[str, ...]) -> bool:  # fmt: skip
+    """Make the work folder ready; True when an unfinished run of the same config is resumed."""
+    started = work / STARTED_JSON
+    if work.exists() and resumable and started.exists():
+        changed = changed_keys(read_json(started).get("config", {}), config, ignore)
+        if changed:
+            raise UserError(f"holds an unfinished {name} run of another config (changed: {', '.join(changed)}); "
+                            "remove it to start over", work)  # fmt: skip
+        return True
+    if is_main_process():
+        if work.exists():  # an unfinished run of a stage that cannot resume: start over
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        write_json_atomic(started, {"stage": name, **provenance(), "config": config})
+    return False
+
+
+def run_stage(stage: Any, cfg: Any, out: Path, log: Any = print) -> dict[str, Any]:
+    """Run ``stage`` (a :class:`langadapt.stages.Stage`) with ``cfg`` into ``out`` under the protocol above.
+
+    Returns the stage.json record, with ``"skipped": True`` when ``out`` was already finished.
+    """
+    out = Path(out)
+    config = to_jsonable(cfg)
+    ignore = tuple(stage.runtime_only)
+    record = check_finished(stage.name, out, config, ignore)
+    if record is not None:
+        return {**record, "skipped": True}
+    work = work_folder(out)
+    if is_done(work) and is_main_process():  # committed, then a crash before the rename
+        os.replace(work, out)
+        return run_stage(stage, cfg, out, log)
+    resumed = prepare_work(stage.name, work, config, resumable=stage.resumable, ignore=ignore)
+    if resumed:
+        log(f"[{stage.name}] resuming the unfinished run in {work}")
+    try:
+        with Timer() as timer:
+            figures = stage.function()(cfg, work)
+    except BaseException as exc:
+        # Bad input leaves nothing behind; a crash or kill keeps a resumable stage's checkpoints.
+        keep = stage.resumable and (resumed or not isinstance(exc, UserError))
+        if not keep and is_main_process():
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if stage.commits_itself:  # datatrove's finalize job commits (on a cluster, after this process is gone)
+        return read_json(out / STAGE_JSON) if is_done(out) else {"stage": stage.name, **(figures or {})}
+    record = stage_record(stage.name, cfg, timer.seconds, figures or {})
+    if is_main_process():
+        commit(work, out, record)
+    return record

@@ -1,13 +1,13 @@
-"""The last stage of ``corpus prepare``: per-step figures from datatrove's stats, stage.json, the data card,
-and the rename that makes the output appear whole (DONE last).
+"""The last stage of ``corpus prepare``: per-step figures from datatrove's stats, the stage record, the data
+card, and the commit that makes the output appear whole (:func:`langadapt.runs.commit`, as for every stage).
 
 It is a datatrove step itself, so on Slurm it runs as a job after the others, with no process waiting.
+Also the output's layout (``shards/``, ``DATACARD.md``), which plan.py writes into and prepare.py reads.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -15,8 +15,14 @@ from pathlib import Path
 from datatrove.pipeline.base import PipelineStep
 
 from langadapt.config import PrepareConfig
-from langadapt.runs import STAGE_JSON, mark_done, write_stage_json, write_text_atomic
+from langadapt.corpus.minhash import minhash_record
+from langadapt.runs import commit, stage_record, write_text_atomic
 
+SHARDS = "shards"
+"""The output's folder of shards (one per task that kept documents)."""
+DATACARD = "DATACARD.md"
+INPUTS_JSON = "inputs.json"
+"""In the runner's work folder while a run is unfinished: the resolved input files it started with."""
 METER = "📏 - METER: "
 
 
@@ -50,9 +56,12 @@ def _total(value: float | dict) -> float:
     return value.get("total", 0) if isinstance(value, dict) else value
 
 
-def step_figures(work: Path, plan: list[tuple[str, dict]]) -> list[dict]:
-    """Docs and bytes in/out of each logical step, its drop reasons, extra counts and time."""
-    stats = {stage: load_stats(work / "logs" / stage) for stage, _ in plan}
+def step_figures(logs: Path, plan: list[tuple[str, dict]]) -> list[dict]:
+    """Docs and bytes in/out of each logical step, its drop reasons, extra counts and time.
+
+    ``logs``: datatrove's logging folders, one per stage; ``plan``: (stage, {step: [(stage, block)]}).
+    """
+    stats = {stage: load_stats(logs / stage) for stage, _ in plan}
     rows: list[dict] = []
     for stage, steps in plan:
         for label, blocks in steps.items():
@@ -76,64 +85,51 @@ def step_figures(work: Path, plan: list[tuple[str, dict]]) -> list[dict]:
 
 
 class Finalize(PipelineStep):
-    """Writes stage.json and DATACARD.md into the staged output, renames it to ``out``, then DONE."""
+    """Writes DATACARD.md into the staged output and commits it to ``final`` (stage.json, DONE, rename).
+
+    ``staged`` is the stage runner's work folder (the shards are written straight into it), ``scratch``
+    datatrove's folder (logs with their stats, intermediate files). A rerun after the commit does nothing.
+    """
 
     type = "🏁 - FINALIZE"
-    name = "stage.json, data card, rename"
+    name = "stage.json, data card, commit"
 
-    def __init__(
-        self, cfg: PrepareConfig, files: list[str], work: Path, out: Path, plan: list, started: float
-    ):
+    def __init__(self, cfg: PrepareConfig, files: list[str], *, staged: Path, scratch: Path, final: Path,
+                 plan: list, started: float):  # fmt: skip
         super().__init__()
-        self.cfg, self.files, self.work, self.out, self.plan, self.started = (
-            cfg,
-            files,
-            work,
-            out,
-            plan,
-            started,
-        )
+        self.cfg, self.files, self.plan, self.started = cfg, files, plan, started
+        self.staged, self.scratch, self.final = Path(staged), Path(scratch), Path(final)
 
     def run(self, data=None, rank: int = 0, world_size: int = 1):
-        staged = self.work / "out"
-        if staged.exists():
-            (staged / "shards").mkdir(parents=True, exist_ok=True)  # nothing kept: still a (empty) folder
-            steps = step_figures(self.work, self.plan)
-            shards = sorted(p for p in (staged / "shards").iterdir() if p.is_file())
-            record = write_stage_json(
-                staged, "prepare", self.cfg, time.time() - self.started, steps=steps,
-                input={"files": self.files, "documents": steps[0]["docs_out"], "bytes": steps[0]["bytes_out"],
-                       "bytes_on_disk": sum(_size(Path(f)) for f in self.files)},
-                output={"documents": steps[-1]["docs_out"], "bytes": steps[-1]["bytes_out"], "shards": len(shards),
-                        "bytes_on_disk": sum(p.stat().st_size for p in shards)},
-                minhash=minhash_record(self.cfg),
-            )  # fmt: skip
-            write_text_atomic(staged / "DATACARD.md", datacard(record))
-            shutil.rmtree(self.work / "tmp", ignore_errors=True)
-            if self.out.exists():
-                self.out.rmdir()  # only an empty folder can be here (checked at launch)
-            os.replace(staged, self.out)
-        if (self.out / STAGE_JSON).exists():
-            mark_done(self.out)
+        if self.staged.exists():
+            record = stage_record("prepare", self.cfg, time.time() - self.started, self.figures())
+            write_text_atomic(self.staged / DATACARD, datacard(record))
+            (self.staged / INPUTS_JSON).unlink(missing_ok=True)  # stage.json names the inputs
+            shutil.rmtree(self.scratch / "tmp", ignore_errors=True)
+            commit(self.staged, self.final, record)
         return
         yield  # a generator, like every datatrove step
+
+    def figures(self) -> dict:
+        """stage.json's figures: the steps, input and output sizes, the MinHash parameters."""
+        shards_dir = self.staged / SHARDS
+        shards_dir.mkdir(parents=True, exist_ok=True)  # nothing kept: still an (empty) folder
+        steps = step_figures(self.scratch / "logs", self.plan)
+        shards = sorted(p for p in shards_dir.iterdir() if p.is_file())
+        return {
+            "steps": steps,
+            "input": {"files": self.files, "documents": steps[0]["docs_out"], "bytes": steps[0]["bytes_out"],
+                      "bytes_on_disk": sum(_size(Path(f)) for f in self.files)},
+            "output": {"documents": steps[-1]["docs_out"], "bytes": steps[-1]["bytes_out"], "shards": len(shards),
+                       "bytes_on_disk": sum(p.stat().st_size for p in shards)},
+            "minhash": minhash_record(self.cfg),
+        }  # fmt: skip
 
 
 def _size(path: Path) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
-
-
-def minhash_record(cfg: PrepareConfig) -> dict | None:
-    from langadapt.corpus.prepare import detection_probability, minhash_bands_rows
-
-    if not cfg.minhash_dedup:
-        return None
-    bands, rows = minhash_bands_rows(cfg)
-    curve = {f"{s:.1f}": round(detection_probability(s, bands, rows), 4) for s in (0.5, 0.6, 0.7, 0.8, 0.9)}
-    return {"ngrams": cfg.minhash_ngrams, "bands": bands, "rows": rows, "hashes": bands * rows,
-            "detection_probability": curve}  # fmt: skip
 
 
 def datacard(record: dict) -> str:

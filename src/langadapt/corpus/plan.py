@@ -1,8 +1,23 @@
-"""Assemble the datatrove stages of ``corpus prepare`` from a PrepareConfig, and their executors."""
+"""Assemble the datatrove stages of ``corpus prepare`` from a PrepareConfig, and their executors.
+
+Stages (each a datatrove executor run with its own ``completions/``, chained with ``depends=``):
+
+    filter      read → normalise → script ratio → language id → quality → repeated paragraphs → (sigs)
+    boilerplate count paragraph hashes per partition                       [if boilerplate_filter]
+    clean       drop boilerplate paragraphs → too short again → (sigs)     [if boilerplate_filter]
+    exact_find  ExactFindDedups                                            [if exact_dedup]
+    exact       ExactDedupFilter → (MinHash signatures)                    [if exact_dedup]
+    mh_buckets, mh_cluster, minhash: datatrove's MinHash stages 2–4        [if minhash_dedup]
+    finalize    DATACARD.md, stage.json, commit (card.Finalize)
+"""
 
 from __future__ import annotations
 
+import functools
+
+import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datatrove.pipeline.dedup import (
@@ -27,7 +42,8 @@ from langadapt.corpus.boilerplate import (
     ParagraphSignature,
     RepeatedParagraphRemover,
 )
-from langadapt.corpus.prepare import SHARDS, Stage, local_workers, minhash_bands_rows
+from langadapt.corpus.card import SHARDS, Finalize
+from langadapt.corpus.minhash import minhash_bands_rows
 from langadapt.corpus.steps import (
     CorpusReader,
     LanguageIdFilter,
@@ -39,6 +55,22 @@ from langadapt.corpus.steps import (
     ScriptFilter,
     TextNormalizer,
 )
+
+
+@dataclass
+class Stage:
+    """One datatrove executor run: its pipeline and how many tasks it has."""
+
+    name: str
+    pipeline: list
+    tasks: int
+    steps: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    """Logical step -> the (stage, datatrove block name) pairs whose stats and time it reports."""
+
+
+def local_workers(cfg: PrepareConfig, tasks: int) -> int:
+    workers = (os.cpu_count() or 1) if cfg.workers == -1 else cfg.workers
+    return max(1, min(workers, tasks))
 
 
 def doc_bytes(doc) -> bytes:  # module level: datatrove pickles the exact-dedup config to its workers
@@ -78,21 +110,33 @@ class _Builder:
     def __init__(self) -> None:
         self.stages: list[Stage] = []
 
-    def stage(self, name: str, tasks: int) -> Stage:
-        self.stages.append(Stage(name, [], tasks))
+    @property
+    def current(self) -> Stage:
         return self.stages[-1]
 
+    def stage(self, name: str, tasks: int) -> Stage:
+        self.stages.append(Stage(name, [], tasks))
+        return self.current
+
     def add(self, label: str, *blocks) -> None:
-        stage = self.stages[-1]
+        stage = self.current
         stage.pipeline.extend(blocks)
         stage.pipeline.append(Meter(label))
         stage.steps[label] = [(stage.name, str(b)) for b in blocks]
 
 
-def build_stages(cfg: PrepareConfig, files: list[str], work: Path, out: Path, started: float) -> list[Stage]:
-    from langadapt.corpus.card import Finalize
+def text_under(writer, document, *, field: str) -> dict:
+    """datatrove's record of a document, with the text under ``field`` instead of ``text``."""
+    data = writer._default_adapter(document)
+    data[field] = data.pop("text")
+    return data
 
-    tmp, staged = work / "tmp", work / "out"
+
+def build_stages(cfg: PrepareConfig, files: list[str], *, staged: Path, scratch: Path, final: Path,
+                 started: float) -> list[Stage]:  # fmt: skip
+    """The stages of a run: the last data stage writes the shards into ``staged`` (the stage runner's work
+    folder), everything else goes to ``scratch``; Finalize commits ``staged`` to ``final``."""
+    tmp = scratch / "tmp"
     n = cfg.tasks
     data_stages = ["filter"] + ["clean"] * cfg.boilerplate_filter + ["exact"] * cfg.exact_dedup
     data_stages += ["minhash"] * cfg.minhash_dedup
@@ -101,9 +145,12 @@ def build_stages(cfg: PrepareConfig, files: list[str], work: Path, out: Path, st
     def writer(stage: str):
         if stage != last:
             return JsonlWriter(str(tmp / stage), output_filename="${rank}.jsonl", compression=None)
+        # The shards keep the input's text field, so every later stage reads them with the same one.
+        adapter = functools.partial(text_under, field=cfg.text_field)
         if cfg.output_format == "parquet":
-            return ParquetWriter(str(staged / SHARDS), output_filename="${rank}.parquet")
-        return JsonlWriter(str(staged / SHARDS), output_filename="${rank}.jsonl.gz", compression="gzip")
+            return ParquetWriter(str(staged / SHARDS), output_filename="${rank}.parquet", adapter=adapter)
+        return JsonlWriter(str(staged / SHARDS), output_filename="${rank}.jsonl.gz", compression="gzip",
+                           adapter=adapter)  # fmt: skip
 
     def reader(stage: str):
         return RankFileReader(str(tmp / stage), compression=None)
@@ -125,7 +172,7 @@ def build_stages(cfg: PrepareConfig, files: list[str], work: Path, out: Path, st
     prev = "filter"
     if cfg.boilerplate_filter:
         bp = tmp / "boilerplate"
-        b.stages[-1].pipeline += [ParagraphSignature(str(bp), partitions=n), writer("filter")]
+        b.current.pipeline += [ParagraphSignature(str(bp), partitions=n), writer("filter")]
         b.stage("boilerplate", n).pipeline.append(
             BoilerplateFinder(str(bp), cfg.boilerplate_min_doc_share, cfg.boilerplate_min_docs)
         )
@@ -135,46 +182,44 @@ def build_stages(cfg: PrepareConfig, files: list[str], work: Path, out: Path, st
         prev = "clean"
     if cfg.exact_dedup:
         ex_cfg = ExactDedupConfig(content_getter=doc_bytes, hash_config=HashConfig(precision=64))
-        b.stages[-1].pipeline += [writer(prev), ExactDedupSignature(str(tmp / "exact_sigs"), ex_cfg)]
+        ex_sig = ExactDedupSignature(str(tmp / "exact_sigs"), ex_cfg)
+        b.current.pipeline += [writer(prev), ex_sig]
         find = ExactFindDedups(str(tmp / "exact_sigs"), str(tmp / "exact_dups"), ex_cfg)
         b.stage("exact_find", 1).pipeline.append(find)
         b.stage("exact", n).pipeline.append(reader(prev))
         b.add("exact_dedup", ExactDedupFilter(str(tmp / "exact_dups"), ex_cfg))
-        b.stages[-1].steps["exact_dedup"] += [
-            (b.stages[-3].name, str(b.stages[-3].pipeline[-1])),
-            ("exact_find", str(find)),
-        ]
+        b.current.steps["exact_dedup"] += [(prev, str(ex_sig)), ("exact_find", str(find))]
         prev = "exact"
     if cfg.minhash_dedup:
         bands, rows = minhash_bands_rows(cfg)
         mh = MinhashConfig(n_grams=cfg.minhash_ngrams, num_buckets=bands, hashes_per_bucket=rows,
                            hash_config=HashConfig(precision=64))  # fmt: skip
         sig = MinhashSignature(str(tmp / "mh_sigs"), config=mh, language=scripts.ScriptWordTokenizer())
-        b.stages[-1].pipeline += [writer(prev), sig]
+        b.current.pipeline += [writer(prev), sig]
         buckets = MinhashDedupBuckets(str(tmp / "mh_sigs"), str(tmp / "mh_buckets"), config=mh)
         cluster = MinhashDedupCluster(str(tmp / "mh_buckets"), str(tmp / "mh_remove"), config=mh)
         b.stage("mh_buckets", bands).pipeline.append(buckets)  # datatrove: one task per band
         b.stage("mh_cluster", 1).pipeline.append(cluster)
         b.stage("minhash", n).pipeline.append(reader(prev))
         b.add("minhash_dedup", MinhashDedupFilter(str(tmp / "mh_remove")))
-        b.stages[-1].steps["minhash_dedup"] += [  # the earlier MinHash stages' time counts here too
-            (b.stages[-4].name, str(sig)),
+        b.current.steps["minhash_dedup"] += [  # the earlier MinHash stages' time counts here too
+            (prev, str(sig)),
             ("mh_buckets", str(buckets)),
             ("mh_cluster", str(cluster)),
         ]
         prev = "minhash"
-    b.stages[-1].pipeline.append(writer(prev))
-    stages = b.stages
-    final = Stage("finalize", [], 1)
-    final.pipeline.append(Finalize(cfg, files, work, out, [(s.name, s.steps) for s in stages], started))
-    return [*stages, final]
+    b.current.pipeline.append(writer(prev))
+    plan = [(s.name, s.steps) for s in b.stages]
+    finalize = Finalize(cfg, files, staged=staged, scratch=scratch, final=final, plan=plan, started=started)
+    return [*b.stages, Stage("finalize", [finalize], 1)]
 
 
-def make_executors(cfg: PrepareConfig, stages: list[Stage], work: Path) -> list:
-    """One executor per stage, each depending on the one before (so the last one runs them all)."""
+def make_executors(cfg: PrepareConfig, stages: list[Stage], scratch: Path) -> list:
+    """One executor per stage, each depending on the one before (so the last one runs them all); their
+    logging folders (completions, stats) are ``scratch/logs/<stage>``."""
     executors: list = []
     for stage in stages:
-        logs = str(work / "logs" / stage.name)
+        logs = str(scratch / "logs" / stage.name)
         prev = executors[-1] if executors else None
         if cfg.executor == "local":
             from datatrove.executor import LocalPipelineExecutor

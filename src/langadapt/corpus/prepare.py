@@ -1,37 +1,30 @@
 """``corpus prepare``: the datatrove pipeline that cleans, filters and deduplicates raw text.
 
-Stages (each a datatrove executor run with its own ``completions/``, chained with ``depends=``):
-
-    filter      read → normalise → script ratio → language id → quality → repeated paragraphs → (sigs)
-    boilerplate count paragraph hashes per partition                       [if boilerplate_filter]
-    clean       drop boilerplate paragraphs → too short again → (sigs)     [if boilerplate_filter]
-    exact_find  ExactFindDedups                                            [if exact_dedup]
-    exact       ExactDedupFilter → (MinHash signatures)                    [if exact_dedup]
-    mh_buckets, mh_cluster, minhash: datatrove's MinHash stages 2–4        [if minhash_dedup]
-    finalize    stage.json, DATACARD.md, rename into place, DONE
-
-Everything is staged in ``.<out>.work/`` beside ``out``; a relaunch with the same settings skips every
-finished task (datatrove's completion markers) and ``out`` appears only when all is done, DONE last.
+The stage entry for :func:`langadapt.runs.run_stage` (declared in :mod:`langadapt.stages`): it checks the
+input, builds the datatrove stages (corpus/plan.py) and runs or submits them. The last data stage writes
+the shards straight into the runner's work folder ``.<out>.partial/``; datatrove's own files (logging
+folders with ``completions/``, intermediate shards, signatures) go to ``.<out>.datatrove/`` beside it.
+A relaunch with the same config resumes both (datatrove skips every finished task), and the last job
+(card.Finalize) commits the work folder to ``out`` itself, so on Slurm ``out`` appears when the jobs are
+done, with no process waiting. Modules: prepare → plan → card → minhash.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from langadapt.config import PrepareConfig
 from langadapt.corpus import scripts
+from langadapt.corpus.card import INPUTS_JSON, SHARDS
+from langadapt.corpus.readers import expand_paths, iter_documents
 from langadapt.errors import UserError
-from langadapt.runs import STAGE_JSON, is_done, to_jsonable, write_json_atomic
-
-SHARDS = "shards"
+from langadapt.runs import STAGE_JSON, is_done, read_json, work_folder, write_json_atomic
 
 
 def output_files(out: Path) -> list[str]:
@@ -39,43 +32,20 @@ def output_files(out: Path) -> list[str]:
     return [str(Path(out) / SHARDS / "*")]
 
 
-def work_dir(out: Path) -> Path:
-    """Where a run is staged (kept between launches, so a relaunch resumes)."""
+def final_folder(work: Path) -> Path:
+    """The output folder whose runner work folder is ``work`` (``.<out>.partial`` -> ``<out>``)."""
+    work = Path(work)
+    final = work.with_name(work.name.removeprefix(".").removesuffix(".partial"))
+    if work_folder(final) != work:
+        raise ValueError(f"{work} is not a stage runner's work folder (.<out>.partial)")
+    return final
+
+
+def scratch_dir(out: Path) -> Path:
+    """datatrove's folder for a run into ``out``: logs, completions, intermediate files (kept between
+    launches so a relaunch resumes, and after a Slurm submission for its logs)."""
     out = Path(out)
-    return out.with_name(f".{out.name}.work")
-
-
-def minhash_bands_rows(cfg: PrepareConfig) -> tuple[int, int]:
-    """The (bands, rows) a run uses: set explicitly, or derived from the threshold."""
-    if cfg.minhash_buckets:
-        return cfg.minhash_buckets, cfg.minhash_rows
-    return minhash_params(cfg.minhash_threshold)
-
-
-def minhash_params(threshold: float) -> tuple[int, int]:
-    """(bands, rows) for LSH at ``threshold``: the fewest hashes for which a pair at threshold + 0.1 is
-    found with probability >= 0.99 and a pair at threshold - 0.3 with probability <= 0.01.
-    Detection probability of a pair with Jaccard s: 1 - (1 - s**rows) ** bands. 0.8 gives 13 x 11."""
-    hi, lo = min(threshold + 0.1, 0.97), max(threshold - 0.3, 0.05)
-    best = None
-    for bands in range(1, 257):
-        for rows in range(1, 41):
-            if bands * rows > 1024:
-                break
-            if (
-                detection_probability(hi, bands, rows) >= 0.99
-                and detection_probability(lo, bands, rows) <= 0.01
-            ):
-                key = (bands * rows, abs(detection_probability(threshold, bands, rows) - 0.5))
-                if best is None or key < best[0]:
-                    best = (key, bands, rows)
-    if best is None:
-        raise UserError(f"no MinHash bands/rows reach minhash_threshold {threshold}; set them by hand")
-    return best[1], best[2]
-
-
-def detection_probability(s: float, bands: int, rows: int) -> float:
-    return 1 - (1 - s**rows) ** bands
+    return out.with_name(f".{out.name}.datatrove")
 
 
 # ---------------------------------------------------------------------------------------- validation
@@ -83,8 +53,6 @@ def detection_probability(s: float, bands: int, rows: int) -> float:
 
 def resolve_inputs(patterns: list[str], text_field: str) -> list[str]:
     """Expand globs and check that every file starts with readable text (UserError naming the file)."""
-    from langadapt.corpus.readers import expand_paths, iter_documents
-
     if not patterns:
         raise UserError("no --input given")
     files = [str(p) for p in expand_paths(patterns)]
@@ -104,62 +72,52 @@ def check_language(cfg: PrepareConfig) -> None:
         raise UserError(f"py3langid cannot identify {cfg.lang!r}: set language_id: false")
 
 
-def _check_out(cfg: PrepareConfig, out: Path) -> dict | None:
-    """A finished run with the same settings is returned as is; any other non-empty ``out`` is an error."""
-    if (out / STAGE_JSON).exists():
-        record = json.loads((out / STAGE_JSON).read_text(encoding="utf-8"))
-        if record.get("config") == to_jsonable(cfg):
-            # Renamed into place but DONE missing (a crash in between): the finalize task adds it.
-            return record if is_done(out) else None
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(
-            "output folder already holds another run's files (choose another --out or remove it)", out
-        )
-    return None
+def _pair_scratch(files: list[str], work: Path, scratch: Path) -> None:
+    """Tie datatrove's scratch folder to the runner's work folder, and resume only with the same inputs.
 
-
-def _check_work(cfg: PrepareConfig, files: list[str], work: Path) -> None:
-    """Resume only a work folder started with the same settings and inputs."""
-    record = {"config": to_jsonable(cfg), "files": files}
-    marker = work / "run.json"
+    The runner has checked the config; a glob may match other files now, which it cannot see. A fresh
+    work folder (no inputs record yet) gets a fresh scratch folder: datatrove would otherwise skip tasks
+    finished by an abandoned run whose shards went with its work folder.
+    """
+    marker = work / INPUTS_JSON
     if marker.exists():
-        if json.loads(marker.read_text(encoding="utf-8")) != record:
-            raise UserError(
-                "holds an unfinished run with other settings or inputs (remove it to start over)", work
-            )
+        if read_json(marker).get("files") != files:
+            raise UserError("holds an unfinished run of other input files (the globs match other files now; "
+                            "remove it to start over)", work)  # fmt: skip
         return
-    work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, record)
+    shutil.rmtree(scratch, ignore_errors=True)
+    write_json_atomic(marker, {"files": files})
 
 
 # --------------------------------------------------------------------------------------------- entry
 
 
 def prepare(cfg: PrepareConfig, out: Path) -> dict:
-    """Run (or resume) the pipeline into ``out``; returns the stage.json record.
+    """Run (or resume) the pipeline in ``out``, the stage runner's work folder; returns stage.json's record.
 
-    With the slurm or ray executor the jobs are submitted and this returns once they are launched
-    (slurm) or finished (ray); the finalize job writes ``out`` and DONE.
+    With the slurm executor the jobs are submitted and this returns ``{"submitted": True, "logs": ...}``
+    once they are launched; the finalize job commits the output. With ray it returns when all is done.
     """
+    # Imported here, not at the top: datatrove's pipeline and executor modules take ~0.4 s, and the
+    # recipe planner and the CLI's printer import this module only for output_files / print_summary.
     from langadapt.corpus.plan import build_stages, make_executors
 
-    out = Path(out).resolve()
+    work = Path(out).resolve()
+    final = final_folder(work)
+    scratch = scratch_dir(final)
     check_language(cfg)
-    if (done := _check_out(cfg, out)) is not None:
-        return done
     files = resolve_inputs(cfg.input, cfg.text_field)
-    work = work_dir(out)
-    _check_work(cfg, files, work)
-    stages = build_stages(cfg, files, work, out, started=time.time())
-    executors = make_executors(cfg, stages, work)
-    with _console_to_file(cfg, work / "console.log"):
+    stages = build_stages(cfg, files, staged=work, scratch=scratch, final=final, started=time.time())
+    _pair_scratch(files, work, scratch)  # after the last check of the input: a user error leaves nothing
+    executors = make_executors(cfg, stages, scratch)
+    with _console_to_file(cfg, scratch / "console.log"):
         executors[-1].run()  # runs (or submits) every earlier stage through depends=
     if cfg.executor == "slurm":
-        return {"stage": "prepare", "submitted": True, "logs": str(work / "logs")}
-    if not is_done(out):
-        raise RuntimeError(f"corpus prepare ended without finishing {out}; see {work / 'logs'}")
-    shutil.rmtree(work, ignore_errors=True)
-    return json.loads((out / STAGE_JSON).read_text(encoding="utf-8"))
+        return {"submitted": True, "logs": str(scratch / "logs")}
+    if not is_done(final):
+        raise RuntimeError(f"corpus prepare ended without finishing {final}; see {scratch / 'logs'}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return read_json(final / STAGE_JSON)
 
 
 @contextlib.contextmanager
@@ -192,32 +150,17 @@ def _console_to_file(cfg: PrepareConfig, path: Path):
             logger.add(sys.stderr, level="WARNING")
 
 
-def print_summary(record: dict, stream: Any = sys.stdout) -> None:
-    """A few lines for the terminal: documents and bytes kept, and the biggest removals."""
+def print_summary(record: dict, out: Path, stream: Any = None) -> None:
+    """The stage's printer: documents and bytes kept, and the biggest removals."""
+    stream = stream or sys.stdout  # looked up now: a default bound at import would miss a redirect
     if record.get("submitted"):
         print(f"submitted; logs in {record['logs']}", file=stream)
         return
     o, i = record["output"], record["input"]
     print(f"kept {o['documents']}/{i['documents']} documents, {o['bytes'] / 1e6:.2f}/{i['bytes'] / 1e6:.2f} MB "
-          f"in {record['seconds']:.1f} s -> {record['output']['shards']} shard(s)", file=stream)  # fmt: skip
+          f"in {record['seconds']:.1f} s -> {o['shards']} shard(s) in {Path(out) / SHARDS}", file=stream)  # fmt: skip
     for step in record["steps"]:
         if step["docs_in"] != step["docs_out"] or step["bytes_in"] != step["bytes_out"]:
             reasons = ", ".join(f"{k} {v}" for k, v in step["dropped"].items())
             print(f"  {step['step']:<12} -{step['docs_in'] - step['docs_out']} docs "
                   f"-{(step['bytes_in'] - step['bytes_out']) / 1e3:.1f} kB  {reasons}", file=stream)  # fmt: skip
-
-
-@dataclass
-class Stage:
-    """One datatrove executor run: its pipeline and how many tasks it has."""
-
-    name: str
-    pipeline: list
-    tasks: int
-    steps: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
-    """Logical step -> the (stage, datatrove block name) pairs whose stats and time it reports."""
-
-
-def local_workers(cfg: PrepareConfig, tasks: int) -> int:
-    workers = (os.cpu_count() or 1) if cfg.workers == -1 else cfg.workers
-    return max(1, min(workers, tasks))

@@ -82,7 +82,7 @@ from langadapt.data.stream import Encoder, Source
 from langadapt.data.tokens import SpecialTokens, file_sha256, special_tokens, tokenizer_fingerprint
 from langadapt.errors import UserError
 from langadapt.models import resolve_tokenizer
-from langadapt.runs import atomic_output_dir, check_new_output, mark_done, write_json_atomic, write_stage_json
+from langadapt.runs import read_json, write_json_atomic
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -151,10 +151,8 @@ def rows_for(tokens: int, seq_len: int) -> int:
 
 
 def pack(cfg: PackConfig, out: Path) -> dict[str, Any]:
-    """Write the packed folder ``out`` (atomically) and return its pack.json record."""
+    """Stage entry: write the packed rows into ``out``; return the figures (pack.json holds them all)."""
     out = Path(out)
-    # Every check that can fail on user input runs before the output folder is created.
-    check_new_output(out)
     target_files = [str(p) for p in check_corpus(cfg.target, cfg.text_field)]
     english_files = [str(p) for p in check_corpus(cfg.english, cfg.text_field)]
     tok_dir = resolve_tokenizer(cfg.tokenizer)
@@ -164,22 +162,18 @@ def pack(cfg: PackConfig, out: Path) -> dict[str, Any]:
         "english": Source("english", english_files, cfg.text_field, cfg.seed, cfg.shuffle_buffer),
     }
     start = time.perf_counter()
-    with atomic_output_dir(out) as tmp:
-        encoder = Encoder(tok_dir / "tokenizer.json", special, cfg.workers)
-        try:
-            with RowWriter(tmp, cfg.seq_len) as writer:
-                truncated = _mix(cfg, sources, encoder, writer)
-        finally:
-            encoder.close()
-        info = _pack_info(cfg, tok_dir, special, sources, writer, truncated)
-        seconds = time.perf_counter() - start
-        info["seconds"] = round(seconds, 3)
-        info["tokens_per_second"] = round(info["tokens"] / seconds)
-        write_json_atomic(tmp / PACK_JSON, info)
-        write_stage_json(tmp, "pack", cfg, seconds, rows=info["rows"], tokens=info["tokens"],
-                         ratio_achieved=info["ratio_achieved"])  # fmt: skip
-        mark_done(tmp)
-    return info
+    encoder = Encoder(tok_dir / "tokenizer.json", special, cfg.workers)
+    try:
+        with RowWriter(out, cfg.seq_len) as writer:
+            truncated = _mix(cfg, sources, encoder, writer)
+    finally:
+        encoder.close()
+    info = _pack_info(cfg, tok_dir, special, sources, writer, truncated)
+    seconds = time.perf_counter() - start
+    info["seconds"] = round(seconds, 3)
+    info["tokens_per_second"] = round(info["tokens"] / seconds)
+    write_json_atomic(out / PACK_JSON, info)
+    return {"rows": info["rows"], "tokens": info["tokens"], "ratio_achieved": info["ratio_achieved"]}
 
 
 def _mix(cfg: PackConfig, sources: dict[str, Source], encoder: Encoder, writer: RowWriter) -> bool:
@@ -261,8 +255,9 @@ def _source_info(src: Source) -> dict[str, Any]:
     }
 
 
-def print_pack(info: dict[str, Any], out: Path) -> None:
-    """One summary line per source, then the totals (what the CLI prints)."""
+def print_pack(record: dict[str, Any], out: Path) -> None:
+    """One summary line per source, then the totals (what the CLI prints; from ``out/pack.json``)."""
+    info = read_json(Path(out) / PACK_JSON)
     for name, src in info["sources"].items():
         epochs = "<1 pass" if src["epochs"] is None else f"{src['epochs']:.2f} passes"
         print(f"{name:8s} {src['tokens']:>14,} tokens  {src['documents']:>10,} documents  {epochs}")

@@ -17,20 +17,18 @@ measurable mass; ``stage.json`` records the mass measured.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from langadapt.config import InitConfig
-from langadapt.runs import atomic_output_dir, mark_done, write_stage_json
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 from langadapt.embeddings.rows import RowPlan
-from langadapt.embeddings.split import is_tied
+from langadapt.train.trainable import is_tied
 
 DEMO_ENGLISH = Path(__file__).resolve().parents[1] / "demo_data" / "en-valid.jsonl.gz"
 #: A new padding row's logit is at most -PADDING_LOW at every probe position.
@@ -38,23 +36,20 @@ PADDING_LOW = 100.0
 
 
 def init_embeddings(cfg: InitConfig, out: Path) -> dict[str, Any]:
-    """Stage entry: write an extended, initialised model folder to ``out``; return stage.json's record."""
+    """Stage entry: write an extended, initialised model folder into ``out``; return the figures."""
     from langadapt.corpus.readers import check_corpus
     from langadapt.embeddings.rows import check_extends
-    from langadapt.models import load_model, load_tokenizer, resolve_model, resolve_tokenizer
+    from langadapt.models import load_tokenizer, resolve_model, resolve_tokenizer
+    from langadapt.runtime import load_model, resolve_device
 
-    start = time.perf_counter()
     model_path, tok_path = resolve_model(cfg.model), resolve_tokenizer(cfg.tokenizer)
-    kl_files = check_corpus(cfg.kl_corpus) if cfg.kl_corpus else [DEMO_ENGLISH]
+    kl_files = check_corpus(cfg.kl_corpus, cfg.text_field) if cfg.kl_corpus else [DEMO_ENGLISH]
     base_tok, ext_tok = load_tokenizer(model_path), load_tokenizer(tok_path)
-    check_extends(base_tok, ext_tok, str(tok_path))  # before any slow work or output
-    with atomic_output_dir(out) as tmp:
-        model = load_model(model_path)
-        figures = initialise(model, base_tok, ext_tok, cfg, kl_files, model_path=model_path)
-        save_extended(model, ext_tok, tmp)
-        record = write_stage_json(tmp, "init", cfg, time.perf_counter() - start, **figures)
-        mark_done(tmp)
-    return record
+    check_extends(base_tok, ext_tok, str(tok_path))  # before any slow work
+    model = load_model(model_path, resolve_device(cfg.device))
+    figures = initialise(model, base_tok, ext_tok, cfg, kl_files, model_path=model_path)
+    save_extended(model, ext_tok, out)
+    return figures
 
 
 def initialise(model: PreTrainedModel, base_tok, ext_tok, cfg: InitConfig, kl_files: list[Path], *,
@@ -66,12 +61,12 @@ def initialise(model: PreTrainedModel, base_tok, ext_tok, cfg: InitConfig, kl_fi
     from langadapt.corpus.readers import iter_documents
     from langadapt.embeddings.probe import probe_hidden
     from langadapt.embeddings.rows import plan_rows
-    from langadapt.eval.bpb import bf16_is_faster
     from langadapt.models import load_fast_tokenizer
+    from langadapt.runtime import model_device, use_bf16
 
     plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0], cfg.pad_to_multiple_of)
-    texts = list(iter_documents(kl_files, max_docs=cfg.kl_max_docs))
-    probe = probe_hidden(model, base_tok, texts, bf16=bf16_is_faster())
+    texts = list(iter_documents(kl_files, cfg.text_field if cfg.kl_corpus else "text", cfg.kl_max_docs))
+    probe = probe_hidden(model, base_tok, texts, bf16=use_bf16(cfg.bf16, model_device(model)))
     base_head = model.get_output_embeddings().weight.detach().clone()
     low, lowest = probe.low_direction(), probe.lowest_projection()
     shift = remedy_shift(cfg, consistent=lowest > 0)

@@ -67,12 +67,14 @@ def probe_hidden(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
     import torch
 
     from langadapt.eval.bpb import document_start, encode_documents
+    from langadapt.runtime import autocast, model_device
 
     start = document_start(tokenizer)
     states = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    device = model_device(model)
+    with torch.inference_mode(), autocast(device, bf16):
         for ids in encode_documents(tokenizer, texts, start):
-            x = torch.tensor([ids[:max_len]])
+            x = torch.tensor([ids[:max_len]], device=device)
             # position 0 is the start token; its prediction is of the first token, so keep it
             states.append(model.base_model(input_ids=x).last_hidden_state[0].float())
     return Probe(torch.cat(states))

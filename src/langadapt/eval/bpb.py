@@ -24,18 +24,22 @@ How a document is scored (recorded in every result, because each choice moves th
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from langadapt.config import EvalConfig
 from langadapt.errors import UserError
+from langadapt.runs import write_json_atomic
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LN2 = math.log(2.0)
+METRICS_JSON = "metrics.json"
+"""What ``eval bpb`` writes: every model's figures on every held-out corpus."""
 #: Rows of hidden states turned into logits at once; bounds memory at rows × vocabulary floats.
 LOGIT_CHUNK = 2048
 
@@ -189,31 +193,6 @@ def bpb_of_model(
     }
 
 
-def bf16_is_faster(device: torch.device | str = "cpu") -> bool:
-    """bf16 autocast pays off on GPUs and on CPUs with native bf16 (AVX512-BF16 / AMX)."""
-    import torch
-
-    if torch.device(device).type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return _cpu_has_native_bf16()
-
-
-@functools.cache
-def _cpu_has_native_bf16() -> bool:
-    """Read once per process: init, distill, pretrain and eval each ask."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            flags = fh.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_bf16(requested: bool | None, device: torch.device | str = "cpu") -> bool:
-    """An explicit flag wins; ``None`` means bf16 autocast where it is faster."""
-    return bf16_is_faster(device) if requested is None else requested
-
-
 def bpb_by_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: dict[str, list[str]],
                   **kwargs: Any) -> dict[str, dict[str, Any]]:  # fmt: skip
     """:func:`bpb_of_model` on each named list of documents (``kwargs`` go to it unchanged)."""
@@ -233,61 +212,37 @@ def read_heldout(corpora: dict[str, list[str]], max_docs: int | None,
     }
 
 
-def evaluate_bpb(
-    models: list[str],
-    corpus: list[str],
-    *,
-    max_docs: int | None = None,
-    batch_size: int = 8,
-    text_field: str = "text",
-    max_len: int = 1024,
-    stride: int = 512,
-    bf16: bool | None = False,
-) -> list[dict[str, Any]]:
-    """One row per (model, corpus file): every model reads the same documents with its own tokenizer.
+def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
+    """Stage entry (``eval bpb``): score every model in ``cfg.models`` on the same held-out target and
+    English documents, each with its own tokenizer; write ``out/metrics.json``. The first model is the
+    reference the others are compared with (the runner lists the base model first)."""
+    from langadapt.models import load_tokenizer, resolve_model
+    from langadapt.runtime import load_model, resolve_device, use_bf16
 
-    ``bf16=None`` picks bf16 autocast where it is faster; the default stays fp32 so figures match across
-    machines.
-    """
-    from langadapt.corpus.readers import check_corpus, iter_documents
-    from langadapt.models import load_model, load_tokenizer, resolve_model
-
-    files = check_corpus(corpus, text_field)
-    docs = {str(f): list(iter_documents([f], text_field, max_docs)) for f in files}
-    paths = [resolve_model(m) for m in models]  # fail on a missing model before any work
-    use_bf16 = resolve_bf16(bf16)
-    rows = []
-    for name, path in zip(models, paths):
-        model, tokenizer = load_model(path), load_tokenizer(path)
-        scores = bpb_by_corpus(model, tokenizer, docs, batch_size=batch_size, max_len=max_len, stride=stride,
-                               bf16=use_bf16)  # fmt: skip
-        rows += [{"model": name, "corpus": file, **result} for file, result in scores.items()]
+    if not cfg.models:
+        raise UserError("eval needs at least one model (--models)")
+    texts = read_heldout({"target": cfg.target, "english": cfg.english}, cfg.max_docs, cfg.text_field)
+    if not texts:
+        raise UserError("eval needs held-out text (--target and/or --english)")
+    paths = [resolve_model(m) for m in cfg.models]  # fail on a missing model before any work
+    device = resolve_device(cfg.device)
+    bf16 = use_bf16(cfg.bf16, device)
+    results = []
+    for name, path in zip(cfg.models, paths):
+        model, tokenizer = load_model(path, device), load_tokenizer(path)
+        scores = bpb_by_corpus(model, tokenizer, texts, batch_size=cfg.batch_size, max_len=cfg.max_len,
+                               stride=cfg.stride, bf16=bf16)  # fmt: skip
+        label = "base" if not results else model_label(name)
+        results.append({"label": label, "model": str(name), **scores})
         del model
-    return rows
+    metrics = {"models": results, "docs": {k: len(v) for k, v in texts.items()}, "device": str(device)}
+    write_json_atomic(out / METRICS_JSON, metrics)
+    return {"models": [r["label"] for r in results], "bf16": bf16, "device": str(device)}
 
 
-def print_bpb_table(rows: list[dict[str, Any]], as_json: bool = False) -> None:
-    """A table (or JSON lines) of bits per byte and tokens per word."""
-    if as_json:
-        import json
-
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="bits per byte (lower is better)")
-    for col in ("model", "corpus", "docs", "bytes", "tokens", "tokens/word", "bpb"):
-        if col in ("model", "corpus"):
-            table.add_column(col, overflow="fold")  # paths are the identity of a row: never cut them
-        else:
-            table.add_column(col, justify="right", no_wrap=True)
-    for r in rows:
-        table.add_row(r["model"], r["corpus"], str(r["docs"]), str(r["bytes"]), str(r["tokens"]),
-                      f"{r['tokens_per_word']:.3f}", f"{r['bpb']:.4f}")  # fmt: skip
-    console = Console()
-    console.print(table)
-    if rows:
-        r = rows[0]
-        console.print(f"documents start after {r['doc_start']!r} ({r['doc_start_rule']}); windows of "
-                      f"{r['max_len']} tokens, stride {r['stride']}; bf16={r['bf16']}")  # fmt: skip
+def model_label(path: str) -> str:
+    """Short names for the models of a run: the stage folder (``pretrain/final`` -> ``pretrain``)."""
+    p = Path(path)
+    if p.name == "final":
+        return p.parent.name
+    return {"model": "init"}.get(p.name, p.name) if p.exists() else str(path)

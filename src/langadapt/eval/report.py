@@ -1,9 +1,8 @@
-"""The final evaluation of a run and its report: one table, tokenizer-independent, plus plots.
+"""A run's report: one tokenizer-independent table, each stage's timings, plus plots.
 
-``evaluate_run`` scores every model of the run (base, initialised, distilled, pretrained) on the same
-held-out target and English documents with :func:`langadapt.eval.bpb.bpb_of_model` — bits per byte and
-tokens per word — and writes ``eval/metrics.json``. ``write_report`` turns the run folder into
-``report.md`` and ``plots/*.png``; ``print_summary`` prints the before/after table on the terminal.
+Everything comes from the run's own records (``eval/metrics.json`` from ``eval bpb``, extension.json,
+stage.json files, pretrain's metrics.jsonl); nothing is re-computed. ``write_report`` turns the run
+folder into ``report.md`` and ``plots/*.png``; ``print_summary`` prints the before/after table.
 """
 
 from __future__ import annotations
@@ -12,49 +11,29 @@ import json
 from pathlib import Path
 from typing import Any
 
-from langadapt.config import EvalConfig
-from langadapt.runs import Timer, atomic_output_dir, mark_done, write_stage_json, write_text_atomic
+from langadapt.eval.bpb import METRICS_JSON
+from langadapt.runs import EXTENSION_JSON, write_text_atomic
+from langadapt.stages import BY_NAME
 from langadapt.train.monitor import read_metrics
 
 CORPORA = ("target", "english")
 
 
-def model_label(path: str) -> str:
-    """Short names for the models of a run: the stage folder (``pretrain/final`` -> ``pretrain``)."""
-    p = Path(path)
-    if p.name == "final":
-        return p.parent.name
-    return {"model": "init"}.get(p.name, p.name) if p.exists() else str(path)
-
-
-def evaluate_run(cfg: EvalConfig, out: Path) -> dict[str, Any]:
-    """Score every model in ``cfg.models`` on ``cfg.target`` and ``cfg.english``; write metrics.json."""
-    from langadapt.eval.bpb import bf16_is_faster, bpb_by_corpus, read_heldout
-    from langadapt.models import load_model, load_tokenizer, resolve_model
-
-    texts = read_heldout(dict(zip(CORPORA, (cfg.target, cfg.english))), cfg.max_docs)
-    paths = [resolve_model(m) for m in cfg.models]
-    bf16 = bf16_is_faster()
-    results = []
-    with Timer() as timer, atomic_output_dir(out, overwrite=True) as tmp:
-        for name, path in zip(cfg.models, paths):
-            model, tokenizer = load_model(path), load_tokenizer(path)
-            scores = bpb_by_corpus(model, tokenizer, texts, batch_size=cfg.batch_size, max_len=cfg.max_len,
-                                   stride=cfg.stride, bf16=bf16)  # fmt: skip
-            label = "base" if not results else model_label(name)  # the runner lists the base model first
-            results.append({"label": label, "model": str(name), **scores})
-            del model
-        metrics = {"models": results, "docs": {k: len(v) for k, v in texts.items()}}
-        write_text_atomic(tmp / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
-        write_stage_json(tmp, "eval", cfg, timer.elapsed(), models=[r["label"] for r in results])
-        mark_done(tmp)
-    write_report(out.parent)
-    return metrics
-
-
 def load_metrics(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / "eval" / "metrics.json"
+    path = Path(run_dir) / BY_NAME["eval"].folder / METRICS_JSON
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def metric_rows(metrics: dict[str, Any]) -> tuple[list[str], list[tuple[str, list[float]]]]:
+    """(model labels, [(metric name, value per model)]) of an ``eval bpb`` metrics.json."""
+    labels = [m["label"] for m in metrics["models"]]
+    rows = []
+    for corpus, title in (("target", "target"), ("english", "English")):
+        if corpus not in metrics["models"][0]:
+            continue
+        for key, name in (("tokens_per_word", "tokens/word"), ("bpb", "bits/byte")):
+            rows.append((f"{title} {name}", [m[corpus][key] for m in metrics["models"]]))
+    return labels, rows
 
 
 def summary_rows(run_dir: Path) -> tuple[list[str], list[tuple[str, list[float]]]]:
@@ -64,15 +43,8 @@ def summary_rows(run_dir: Path) -> tuple[list[str], list[tuple[str, list[float]]
     """
     metrics = load_metrics(run_dir)
     if metrics:
-        labels = [m["label"] for m in metrics["models"]]
-        rows = []
-        for corpus, title in (("target", "target"), ("english", "English")):
-            if corpus not in metrics["models"][0]:
-                continue
-            for key, name in (("tokens_per_word", "tokens/word"), ("bpb", "bits/byte")):
-                rows.append((f"{title} {name}", [m[corpus][key] for m in metrics["models"]]))
-        return labels, rows
-    ext_path = Path(run_dir) / "tokenizer" / "extension.json"
+        return metric_rows(metrics)
+    ext_path = Path(run_dir) / BY_NAME["extend"].folder / EXTENSION_JSON
     if ext_path.exists():
         fert = json.loads(ext_path.read_text())["fertility"]
         rows = []
@@ -93,15 +65,32 @@ def _change(values: list[float]) -> str:
 
 def print_summary(run_dir: Path) -> None:
     """The before/after table of a run on the terminal."""
+    labels, rows = summary_rows(run_dir)
+    console = _print_table(f"{run_dir}: base vs adapted (lower is better)", labels, rows)
+    if rows and (Path(run_dir) / "report.md").exists():
+        console.print(f"report: {Path(run_dir) / 'report.md'}")
+
+
+def print_eval(record: dict[str, Any], out: Path) -> None:
+    """What ``eval bpb`` prints: the models side by side (from ``out/metrics.json``)."""
+    metrics = json.loads((Path(out) / METRICS_JSON).read_text(encoding="utf-8"))
+    labels, rows = metric_rows(metrics)
+    console = _print_table(f"{out}: bits per byte and tokens per word (lower is better)", labels, rows)
+    first = metrics["models"][0]
+    corpus = next(first[c] for c in CORPORA if c in first)
+    console.print(f"documents start after {corpus['doc_start']!r} ({corpus['doc_start_rule']}); windows of "
+                  f"{corpus['max_len']} tokens, stride {corpus['stride']}; bf16={corpus['bf16']}")  # fmt: skip
+
+
+def _print_table(title: str, labels: list[str], rows: list[tuple[str, list[float]]]) -> Any:
     from rich.console import Console
     from rich.table import Table
 
-    labels, rows = summary_rows(run_dir)
     console = Console()
     if not rows:
-        console.print(f"nothing evaluated yet in {run_dir}")
-        return
-    table = Table(title=f"{run_dir}: base vs adapted (lower is better)")
+        console.print(f"nothing evaluated yet: {title}")
+        return console
+    table = Table(title=title)
     table.add_column("text")
     table.add_column("metric")
     for label in labels:
@@ -111,8 +100,7 @@ def print_summary(run_dir: Path) -> None:
         text, metric = name.split(" ", 1)
         table.add_row(text, metric, *[f"{v:.3f}" for v in values], _change(values))
     console.print(table)
-    if (Path(run_dir) / "report.md").exists():
-        console.print(f"report: {Path(run_dir) / 'report.md'}")
+    return console
 
 
 def write_report(run_dir: Path) -> Path:
@@ -166,7 +154,7 @@ def make_plots(run_dir: Path) -> list[Path]:
             ax.legend()
         fig.tight_layout()
         made.append(_save(fig, plots_dir / "metrics.png"))
-    log = Path(run_dir) / "pretrain" / "metrics.jsonl"
+    log = Path(run_dir) / BY_NAME["pretrain"].folder / "metrics.jsonl"
     if log.exists():
         records = read_metrics(log)
         steps = [r for r in records if "loss" in r and "step" in r]

@@ -34,13 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.config import ExtendConfig
 from langadapt.corpus.readers import check_corpus, iter_documents
-from langadapt.runs import (
-    atomic_output_dir,
-    mark_done,
-    write_json_atomic,
-    write_stage_json,
-    write_text_atomic,
-)
+from langadapt.runs import EXTENSION_JSON, read_json, write_json_atomic, write_text_atomic
 from langadapt.tokenizer.base import (
     COPIED_FILES,
     STALE_FILES,
@@ -168,28 +162,24 @@ def _with_chars(base: BaseTokenizer, chars: list[str]) -> Tokenizer:
 
 
 def extend(cfg: ExtendConfig, out: Path) -> dict[str, Any]:
-    """Extend ``cfg.base``'s tokenizer into the tokenizer folder ``out``; return extension.json's record."""
+    """Stage entry: extend ``cfg.base``'s tokenizer into the tokenizer folder ``out``; return the figures."""
     out = Path(out)
-    with atomic_output_dir(out) as tmp:
-        start = time.perf_counter()
-        base = load_base(cfg.base)
-        paths = _corpora(cfg)
-        english = iter_documents(paths["english"], cfg.text_field) if paths["english"] else None
-        ext = plan_extension(base, iter_documents(paths["target"], cfg.text_field, cfg.max_docs),
-                             num_new_tokens=cfg.num_new_tokens, min_frequency=cfg.min_frequency,
-                             english_texts=english)  # fmt: skip
-        if ext.added < cfg.num_new_tokens:
-            log.warning("only %d of %d new tokens occur at least %d times in the corpus", ext.added,
-                        cfg.num_new_tokens, cfg.min_frequency)  # fmt: skip
-        dropped = save_tokenizer_folder(base, ext.tokenizer_json(), tmp)
-        record = {**_describe(cfg, base, ext, paths), "dropped_files": dropped}
-        record["seconds"] = round(time.perf_counter() - start, 3)
-        write_json_atomic(tmp / "extension.json", record)
-        write_stage_json(tmp, "extend", cfg, record["seconds"], added=ext.added,
-                         new_vocab_size=record["new_vocab_size"], fertility=record["fertility"],
-                         english_heldout_changed=record["english_heldout_changed"])  # fmt: skip
-        mark_done(tmp)
-    return {**record, "out": str(out)}
+    start = time.perf_counter()
+    base = load_base(cfg.base)
+    paths = _corpora(cfg)
+    english = iter_documents(paths["english"], cfg.text_field) if paths["english"] else None
+    ext = plan_extension(base, iter_documents(paths["target"], cfg.text_field, cfg.max_docs),
+                         num_new_tokens=cfg.num_new_tokens, min_frequency=cfg.min_frequency,
+                         english_texts=english)  # fmt: skip
+    if ext.added < cfg.num_new_tokens:
+        log.warning("only %d of %d new tokens occur at least %d times in the corpus", ext.added,
+                    cfg.num_new_tokens, cfg.min_frequency)  # fmt: skip
+    dropped = save_tokenizer_folder(base, ext.tokenizer_json(), out)
+    record = {**_describe(cfg, base, ext, paths), "dropped_files": dropped}
+    record["seconds"] = round(time.perf_counter() - start, 3)
+    write_json_atomic(out / EXTENSION_JSON, record)
+    return {"added": ext.added, "new_vocab_size": record["new_vocab_size"], "fertility": record["fertility"],
+            "english_heldout_changed": record["english_heldout_changed"]}  # fmt: skip
 
 
 def _corpora(cfg: ExtendConfig) -> dict[str, list[Path]]:
@@ -267,8 +257,10 @@ def token_text(base: BaseTokenizer, token: str) -> str:
     return token.replace(base.replacement or "▁", " ")
 
 
-def print_extension(record: dict[str, Any]) -> None:
-    print(f"{record['out']}: {record['base_vocab_size']} -> {record['new_vocab_size']} tokens "
+def print_extension(stage_record: dict[str, Any], out: Path) -> None:
+    """What ``tokenizer extend`` prints: sizes, fertility before and after (from ``out/extension.json``)."""
+    record = read_json(Path(out) / EXTENSION_JSON)
+    print(f"{out}: {record['base_vocab_size']} -> {record['new_vocab_size']} tokens "
           f"(+{record['added']}, {record['style']}) in {record['seconds']:.1f} s")  # fmt: skip
     for name, fa in record["fertility"].items():
         b, a = fa["before"]["tokens_per_word"], fa["after"]["tokens_per_word"]

@@ -16,72 +16,50 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from langadapt.config import SweepConfig
 from langadapt.corpus.readers import check_corpus, iter_documents
-from langadapt.errors import UserError
-from langadapt.runs import atomic_output_dir, mark_done, write_json_atomic, write_stage_json
+from langadapt.runs import read_json, write_json_atomic
 from langadapt.tokenizer.base import load_base
 from langadapt.tokenizer.extend import plan_extension
 from langadapt.tokenizer.metrics import fertility_of_each
 
 HELDOUT_EVERY = 10
-DEFAULT_THRESHOLD = 0.10
+SWEEP_JSON = "sweep.json"
 
 
-def sweep(
-    base: str,
-    corpus: list[str],
-    sizes: list[int],
-    out: Path,
-    *,
-    english_corpus: list[str] | None = None,
-    text_field: str = "text",
-    min_frequency: int = 2,
-    threshold: float = DEFAULT_THRESHOLD,
-) -> dict[str, Any]:
-    """Measure fertility for each number of new tokens in ``sizes``; write sweep.json and sweep.png."""
-    sizes = sorted(set(sizes))
-    if not sizes or sizes[0] <= 0:
-        raise UserError("--sizes must be positive numbers of new tokens")
+def sweep(cfg: SweepConfig, out: Path) -> dict[str, Any]:
+    """Stage entry: fertility for each number of new tokens in ``cfg.sizes``; sweep.json and sweep.png."""
+    sizes = sorted(set(cfg.sizes))
     out = Path(out)
-    with atomic_output_dir(out) as tmp:
-        start = time.perf_counter()
-        tok = load_base(base)
-        paths = check_corpus(corpus, text_field)
-        english = check_corpus(english_corpus, text_field) if english_corpus else []
+    tok = load_base(cfg.base)
+    paths = check_corpus(cfg.corpus, cfg.text_field)
+    english = check_corpus(cfg.english_corpus, cfg.text_field) if cfg.english_corpus else []
 
-        def split(paths: list[Path], keep_heldout: bool) -> Iterable[str]:
-            docs = iter_documents(paths, text_field)
-            return (d for i, d in enumerate(docs) if (i % HELDOUT_EVERY == 0) == keep_heldout)
+    def split(paths: list[Path], keep_heldout: bool) -> Iterable[str]:
+        docs = iter_documents(paths, cfg.text_field)
+        return (d for i, d in enumerate(docs) if (i % HELDOUT_EVERY == 0) == keep_heldout)
 
-        ext = plan_extension(tok, split(paths, False), num_new_tokens=sizes[-1], min_frequency=min_frequency,
-                             english_texts=split(english, False) if english else None)  # fmt: skip
-        # Every size's tokenizer reads each held-out corpus in one pass (not once per size).
-        tokenizers = [ext.tokenizer(size) for size in [0, *sizes]]
-        held = {"target": fertility_of_each(tokenizers, split(paths, True))}
-        if english:
-            held["english"] = fertility_of_each(tokenizers, split(english, True))
-        rows = [{"size": size, "added": len(ext.new_tokens(size)),
-                 **{corpus: _figures(stats[k]) for corpus, stats in held.items()}}
-                for k, size in enumerate([0, *sizes])]  # fmt: skip
-        knee = suggest_size(rows[1:], threshold)
-        result = {"base": str(base), "heldout_every": HELDOUT_EVERY, "threshold": threshold,
-                  "suggested_size": knee or sizes[-1], "curve_still_falling": knee is None,
-                  "rows": rows}  # fmt: skip
-        write_json_atomic(tmp / "sweep.json", result)
-        plot_sweep(rows, result["suggested_size"], tmp / "sweep.png")
-        seconds = time.perf_counter() - start
-        write_stage_json(tmp, "sweep", {"base": base, "corpus": corpus, "sizes": sizes,
-                                        "english_corpus": english_corpus or [], "text_field": text_field,
-                                        "min_frequency": min_frequency}, seconds,
-                         suggested_size=result["suggested_size"])  # fmt: skip
-        mark_done(tmp)
-    print_sweep(result, out)
-    return result
+    ext = plan_extension(tok, split(paths, False), num_new_tokens=sizes[-1], min_frequency=cfg.min_frequency,
+                         english_texts=split(english, False) if english else None)  # fmt: skip
+    # Every size's tokenizer reads each held-out corpus in one pass (not once per size).
+    tokenizers = [ext.tokenizer(size) for size in [0, *sizes]]
+    held = {"target": fertility_of_each(tokenizers, split(paths, True))}
+    if english:
+        held["english"] = fertility_of_each(tokenizers, split(english, True))
+    rows = [{"size": size, "added": len(ext.new_tokens(size)),
+             **{corpus: _figures(stats[k]) for corpus, stats in held.items()}}
+            for k, size in enumerate([0, *sizes])]  # fmt: skip
+    knee = suggest_size(rows[1:], cfg.threshold)
+    result = {"base": str(cfg.base), "heldout_every": HELDOUT_EVERY, "threshold": cfg.threshold,
+              "suggested_size": knee or sizes[-1], "curve_still_falling": knee is None,
+              "rows": rows}  # fmt: skip
+    write_json_atomic(out / SWEEP_JSON, result)
+    plot_sweep(rows, result["suggested_size"], out / "sweep.png")
+    return {"suggested_size": result["suggested_size"]}
 
 
 def _figures(stats: dict[str, Any]) -> dict[str, float]:
@@ -127,7 +105,9 @@ def plot_sweep(rows: list[dict[str, Any]], suggested: int, path: Path) -> None:
     plt.close(fig)
 
 
-def print_sweep(result: dict[str, Any], out: Path) -> None:
+def print_sweep(record: dict[str, Any], out: Path) -> None:
+    """The curve and the suggestion (from ``out/sweep.json``)."""
+    result = read_json(Path(out) / SWEEP_JSON)
     print(f"{'new tokens':>10}  {'target tok/word':>15}  {'English tok/word':>16}")
     for r in result["rows"]:
         eng = f"{r['english']['tokens_per_word']:>16.3f}" if "english" in r else f"{'-':>16}"

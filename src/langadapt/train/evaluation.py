@@ -11,7 +11,8 @@ def load_eval_texts(cfg: PretrainConfig) -> dict[str, list[str]]:
     """``{"target": [...], "english": [...]}`` for the corpora the config names (read once, up front)."""
     from langadapt.eval.bpb import read_heldout
 
-    return read_heldout({"target": cfg.eval_target, "english": cfg.eval_english}, cfg.eval_max_docs)
+    return read_heldout({"target": cfg.eval_target, "english": cfg.eval_english}, cfg.eval_max_docs,
+                        cfg.text_field)
 
 
 def evaluate(model: Any, tokenizer: Any, texts: dict[str, list[str]], *, bf16: bool,

@@ -1,8 +1,7 @@
-"""The training loop itself: setup on accelerate, steps, evaluation, checkpoints."""
+"""``train pretrain``'s loop on the training core (core.py): packed batches, evaluation, best/ and final/."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -10,49 +9,11 @@ from typing import Any
 import torch
 
 from langadapt.config import PretrainConfig
-from langadapt.eval.bpb import resolve_bf16
-from langadapt.train import checkpoint, masking
+from langadapt.runs import EXTENSION_JSON
+from langadapt.train import masking
 from langadapt.train.batches import StepPlan, predicted_tokens
-from langadapt.train.monitor import Monitor, flops_per_token, gpu_peak, resolve_trackers
-
-
-def make_accelerator(cfg: PretrainConfig, out: Path) -> Any:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-    from accelerate.utils import InitProcessGroupKwargs
-
-    if PartialState._shared_state and PartialState().num_processes == 1:
-        # One process (tests, the pipeline): let each run choose its own mixed precision; the
-        # AcceleratorState singleton would otherwise keep the first run's.
-        AcceleratorState._reset_state()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    trackers = resolve_trackers(cfg.report_to)
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    handlers = []
-    if deepspeed and device.type == "cpu":  # accelerate would leave the backend unset: one process each
-        handlers.append(InitProcessGroupKwargs(backend="gloo"))
-    acc = Accelerator(
-        mixed_precision="bf16" if resolve_bf16(cfg.bf16, device) else "no",
-        gradient_accumulation_steps=cfg.grad_accum,
-        step_scheduler_with_optimizer=False,  # we step it once per optimizer step, whatever the world size
-        dynamo_backend="inductor" if cfg.compile else "no",
-        log_with=trackers or None,
-        # Without cpu=True, torchrun-launched CPU processes would not form a gloo group; with it,
-        # accelerate would drop DeepSpeed (which runs on CPU through its own gloo fallback).
-        cpu=device.type == "cpu" and not deepspeed,
-        project_dir=str(out),
-        kwargs_handlers=handlers,
-    )
-    plugin = acc.state.deepspeed_plugin
-    if plugin is not None:
-        # We feed batches ourselves (no DataLoader to infer it from), and the engine clips inside its
-        # step, so both come from our config rather than accelerate's "auto".
-        plugin.deepspeed_config.update(
-            train_micro_batch_size_per_gpu=cfg.micro_batch, gradient_accumulation_steps=cfg.grad_accum,
-            train_batch_size=cfg.micro_batch * cfg.grad_accum * acc.num_processes,
-            gradient_clipping=max(cfg.grad_clip, 0.0),
-        )
-    return acc
+from langadapt.train.core import TrainCore, accelerator_settings, make_accelerator, start_trackers
+from langadapt.train.monitor import Monitor, flops_per_token, gpu_peak
 
 
 class Trainer:
@@ -60,14 +21,11 @@ class Trainer:
                  eval_texts: dict[str, list[str]]) -> None:  # fmt: skip
         from langadapt.models import load_model, load_tokenizer
         from langadapt.train import optim, trainable
-        from langadapt.train.pretrain import record_config
 
         self.cfg, self.out, self.dataset, self.eval_texts = cfg, out, dataset, eval_texts
         self.model_dir = model_dir
-        self.accelerator = acc = make_accelerator(cfg, out)
-        if acc.is_main_process:
-            record_config(cfg, out)
-        acc.wait_for_everyone()
+        self.accelerator = acc = make_accelerator(out, **accelerator_settings(cfg))
+        acc.wait_for_everyone()  # the runner's main process has made the work folder
         torch.manual_seed(cfg.seed)
         self.attention = masking.choose_attention(cfg.attention, acc.device)
         self.tokenizer = load_tokenizer(model_dir)
@@ -80,24 +38,20 @@ class Trainer:
         self.selection = trainable.select(model, cfg.train, vocab_size=len(self.tokenizer), base_vocab=base)
         embeddings = trainable.embedding_matrices(model) if self.selection.row_freeze else []
         groups = optim.param_groups(model, cfg.weight_decay, embeddings)
-        optimizer = optim.make_optimizer(cfg, groups, acc.device)
+        optimizer = optim.make_optimizer(groups, acc.device, lr=cfg.lr, betas=cfg.betas)
         self.plan = StepPlan(len(dataset), cfg.micro_batch, cfg.grad_accum, acc.num_processes, cfg.seed)
         self.plan.check(str(dataset.folder))
         self.total_steps = cfg.max_steps or self.plan.steps_per_epoch
-        scheduler = optim.make_scheduler(cfg, optimizer, self.total_steps)
-        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        self.row_freeze = self.selection.row_freeze
-        if self.row_freeze is not None:  # after prepare: FSDP2 replaces the parameters (trainable.py)
-            self.row_freeze.attach(acc.unwrap_model(self.model, keep_torch_compile=False),
-                                   deepspeed=acc.distributed_type.value == "DEEPSPEED")  # fmt: skip
+        scheduler = optim.make_scheduler(optimizer, self.total_steps, warmup=cfg.warmup,
+                                         min_lr_ratio=cfg.min_lr_ratio)  # fmt: skip
+        self.core = TrainCore(acc, model, optimizer, scheduler, grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum,
+                              row_freeze=self.selection.row_freeze)  # fmt: skip
+        self.model = self.core.model
         self.n_params = sum(trainable.full_numel(p) for p in model.parameters())
         self.state: dict[str, Any] = {"step": 0, "best_step": None, "best_value": None, "tokens": 0,
                                       "train_seconds": 0.0}  # fmt: skip
-        found = checkpoint.latest(out / "checkpoints")
-        if found is not None:
-            self.state.update(checkpoint.load(acc, found[0]))
-        # init_trackers and log run on the main process only, and do nothing without trackers
-        acc.init_trackers("pretrain", config={k: str(v) for k, v in vars(cfg).items()})
+        self.state.update(self.core.resume(out / "checkpoints") or {})
+        start_trackers(acc, "pretrain", cfg)
 
     # ------------------------------------------------------------------------------------------ run
 
@@ -110,7 +64,7 @@ class Trainer:
             while self.state["step"] < self.total_steps:
                 record = self.train_step()
                 monitor.log(record)
-                acc.log({k: v for k, v in record.items() if isinstance(v, float)}, step=record["step"])
+                self.core.log(record, record["step"])
                 step = self.state["step"]
                 if self.eval_texts and cfg.eval_every and step % cfg.eval_every == 0:
                     monitor.log(self.evaluate())
@@ -120,15 +74,13 @@ class Trainer:
                 stop = acc.check_trigger()  # every process stops at the same step
                 if cfg.checkpoint_every and (step % cfg.checkpoint_every == 0 or stop) \
                         and step < self.total_steps:  # fmt: skip
-                    checkpoint.save(acc, self.out / "checkpoints", step, self.state, cfg.keep_checkpoints)
+                    self.core.save(self.out / "checkpoints", step, self.state, cfg.keep_checkpoints)
                 if stop:
                     break
-            if self.eval_texts and last_eval != self.state["step"]:
-                monitor.log(self.evaluate())
-            if self.row_freeze is not None:
-                self.state["frozen_rows_unchanged"] = self.row_freeze.unchanged()
-                if not self.state["frozen_rows_unchanged"] and acc.is_main_process:
-                    print("warning: train new-embeddings changed frozen embedding rows (a bug: report it)")
+            if self.eval_texts and cfg.eval_every and last_eval != self.state["step"]:
+                monitor.log(self.evaluate())  # the last weights compete for final/ too
+            if self.core.row_freeze is not None:
+                self.state["frozen_rows_unchanged"] = self.core.frozen_rows_unchanged()
         finally:
             monitor.close()
         return self.summary()
@@ -140,28 +92,18 @@ class Trainer:
         # The loss is a sum over the step's predicted tokens divided by their count over the whole
         # step, so accumulation and data parallelism give the same update (HF's num_items_in_batch).
         n_items = predicted_tokens(self.dataset.batch(plan.step_rows(step))["position_ids"])
-        scale = cfg.grad_accum * acc.num_processes  # undo accelerate's / grad_accum and DDP's mean
-        loss_sum = torch.zeros((), device=acc.device, dtype=torch.float64)
-        grad_norm = None
+
+        def micro_batches() -> Any:
+            for micro in range(cfg.grad_accum):
+                rows = plan.micro_rows(step, acc.process_index, micro)
+                yield {k: torch.from_numpy(v).to(acc.device) for k, v in self.dataset.batch(rows).items()}
+
+        def loss_fn(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+            kwargs = masking.forward_kwargs(self.attention, batch["input_ids"], batch["position_ids"])
+            return model(**kwargs, num_items_in_batch=n_items).loss
+
         self.model.train()
-        for micro in range(cfg.grad_accum):
-            rows = plan.micro_rows(step, acc.process_index, micro)
-            batch = {k: torch.from_numpy(v).to(acc.device) for k, v in self.dataset.batch(rows).items()}
-            with acc.accumulate(self.model):
-                kwargs = masking.forward_kwargs(self.attention, batch["input_ids"], batch["position_ids"])
-                loss = self.model(**kwargs, num_items_in_batch=n_items).loss
-                acc.backward(loss * scale)
-                loss_sum += loss.detach().double()
-                if acc.sync_gradients:
-                    if self.row_freeze is not None:
-                        self.row_freeze.mask_grads()
-                    if cfg.grad_clip > 0:
-                        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    lr = self.scheduler.get_last_lr()[0]
-                    self.optimizer.step()
-                    self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-        loss_total = acc.reduce(loss_sum, reduction="sum").item()
+        result = self.core.step(micro_batches(), loss_fn)
         seconds = time.perf_counter() - started
         tokens = plan.rows_per_step * self.dataset.seq_len
         self.state["step"] = step + 1
@@ -170,8 +112,8 @@ class Trainer:
         peak = gpu_peak(acc.device)
         flops = flops_per_token(self.model_config, self.dataset.seq_len, self.n_params) * tokens
         return {
-            "step": step + 1, "total": self.total_steps, "loss": loss_total, "lr": lr,
-            "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+            "step": step + 1, "total": self.total_steps, "loss": result.loss, "lr": result.lr,
+            "grad_norm": result.grad_norm,
             "tokens": self.state["tokens"], "seconds": seconds, "tokens_per_s": tokens / seconds,
             "mfu": flops / seconds / (peak * acc.num_processes) if peak else None,
         }  # fmt: skip
@@ -243,7 +185,7 @@ class Trainer:
         model.save_pretrained(folder, state_dict=state_dict, save_function=acc.save)
         model.config.use_cache = False
         self.tokenizer.save_pretrained(folder)
-        ext = self.model_dir / "extension.json"
+        ext = self.model_dir / EXTENSION_JSON
         if ext.exists():
             (folder / ext.name).write_bytes(ext.read_bytes())
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-from langadapt.config import PretrainConfig
 from langadapt.train.trainable import full_shape
 
 
@@ -23,25 +22,27 @@ def param_groups(model: torch.nn.Module, weight_decay: float,
     return [g for g in groups if g["params"]]
 
 
-def make_optimizer(cfg: PretrainConfig, groups: list[dict[str, Any]], device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(groups: list[dict[str, Any]], device: torch.device, *, lr: float,
+                   betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:  # fmt: skip
     # Fused AdamW exists for CUDA and CPU (torch >= 2.4). On CPU torch's default is the per-tensor loop
     # (foreach is CUDA-only), measured at ~1 s per step on a 135M-shaped model here: fused is the fix.
     fused = device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=1e-8, fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=1e-8, fused=fused)
 
 
-def warmup_steps(cfg: PretrainConfig, total_steps: int) -> int:
+def warmup_steps(warmup: float, total_steps: int) -> int:
     """``warmup`` < 1 is a share of the steps, >= 1 a number of steps."""
-    return round(cfg.warmup * total_steps) if cfg.warmup < 1 else int(cfg.warmup)
+    return round(warmup * total_steps) if warmup < 1 else int(warmup)
 
 
-def make_scheduler(cfg: PretrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-    """Linear warm-up to ``lr``, cosine decay to ``lr * min_lr_ratio`` at ``total_steps``."""
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, *, warmup: float,
+                   min_lr_ratio: float) -> Any:  # fmt: skip
+    """Linear warm-up to the optimizer's lr, cosine decay to ``lr * min_lr_ratio`` at ``total_steps``."""
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     return get_cosine_with_min_lr_schedule_with_warmup(
         optimizer,
-        num_warmup_steps=warmup_steps(cfg, total_steps),
+        num_warmup_steps=warmup_steps(warmup, total_steps),
         num_training_steps=total_steps,
-        min_lr_rate=cfg.min_lr_ratio,
+        min_lr_rate=min_lr_ratio,
     )

@@ -1,7 +1,11 @@
-"""What trains: a comma-separated union of ``full``, ``embeddings``, ``new-embeddings`` and module-name patterns.
+"""What trains: a comma-separated union of ``full``, ``embeddings``, ``new-embeddings``,
+``new-input-embeddings`` and module-name patterns; and the one "train only these rows" mechanism.
 
 ``new-embeddings`` trains only the rows the tokenizer added (``base_vocab_size <= id < len(tokenizer)``)
-of the input and output matrices. Two things keep every other row *bit-identical*:
+of the input and output matrices (``new-input-embeddings``: of the input matrix only; a tied head is the
+same matrix). Every trainer uses this gradient mask: ``train pretrain`` and ``embeddings distill``
+through :class:`langadapt.train.core.TrainCore`, a transformers/trl ``Trainer`` through
+:class:`RowFreezeCallback`. Two things keep every other row *bit-identical*:
 
 1. their gradient is zeroed before the optimizer sees it, so the gradient norm used for clipping counts
    only the new rows, and Adam's moments for frozen rows stay exactly 0, which makes their Adam update
@@ -42,8 +46,8 @@ from typing import Any
 import torch
 
 from langadapt.errors import UserError
+from langadapt.runs import EXTENSION_JSON, STAGE_JSON
 
-EXTENSION_JSON = "extension.json"
 
 
 @dataclass
@@ -74,7 +78,7 @@ def base_vocab_size(model_dir: Path) -> int:
             info = json.loads(ext.read_text(encoding="utf-8"))
             if "base_vocab_size" in info:
                 return int(info["base_vocab_size"])
-        stage = folder / "stage.json"
+        stage = folder / STAGE_JSON
         if stage.exists():
             config = json.loads(stage.read_text(encoding="utf-8")).get("config", {})
             todo += [Path(config[k]) for k in ("tokenizer", "model") if isinstance(config.get(k), str) and config[k]]
@@ -90,29 +94,41 @@ def spec_items(spec: str) -> list[str]:
     return [s.strip() for s in spec.split(",") if s.strip()]
 
 
+NEW_ROWS = ("new-embeddings", "new-input-embeddings")
+
+
 def wants_row_freeze(spec: str) -> bool:
     """Only the new rows of the embedding matrices train (not the whole matrices)."""
-    items = spec_items(spec)
-    return "new-embeddings" in items and not {"full", "embeddings"} & set(items)
+    items = set(spec_items(spec))
+    return bool(items & set(NEW_ROWS)) and not {"full", "embeddings"} & items
+
+
+def is_tied(model: torch.nn.Module) -> bool:
+    """The output matrix is the input matrix (one Parameter)."""
+    return model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
 def select(model: torch.nn.Module, spec: str, *, vocab_size: int | None = None,
            base_vocab: int | None = None) -> Selection:  # fmt: skip
     """Set ``requires_grad`` per ``spec``; with new-embeddings also return the row freezer.
 
-    ``spec`` is a comma-separated union of ``full``, ``embeddings``, ``new-embeddings`` and module-name
-    patterns, so ``new-embeddings,layers,norm`` trains every transformer block and only the new rows of
-    the embedding matrices (what the demo trains: English keeps its token rows exactly).
+    ``spec`` is a comma-separated union of ``full``, ``embeddings``, ``new-embeddings``,
+    ``new-input-embeddings`` and module-name patterns, so ``new-embeddings,layers,norm`` trains every
+    transformer block and only the new rows of the embedding matrices (what the demo trains: English
+    keeps its token rows exactly).
     """
     total = sum(full_numel(p) for p in model.parameters())
     names = dict(model.named_parameters(remove_duplicate=True))
     matrices = {n for n, p in names.items() if any(p is e for e in embedding_matrices(model))}
+    input_matrix = {n for n, p in names.items() if p is model.get_input_embeddings().weight}
     chosen: set[str] = set()
     for item in spec_items(spec):
         if item == "full":
             chosen |= set(names)
         elif item in ("embeddings", "new-embeddings"):
             chosen |= matrices
+        elif item == "new-input-embeddings":
+            chosen |= input_matrix
         else:
             chosen |= _match_patterns(names, [item])
     if not chosen:
@@ -129,7 +145,7 @@ def select(model: torch.nn.Module, spec: str, *, vocab_size: int | None = None,
                             f"(tokenizer has {vocab_size})")  # fmt: skip
         row_freeze = RowFreeze(base_vocab, vocab_size)
         trainable -= sum(full_numel(names[n]) for n in chosen & matrices)
-        trainable += (vocab_size - base_vocab) * sum(full_shape(p)[1] for p in embedding_matrices(model))
+        trainable += (vocab_size - base_vocab) * sum(full_shape(names[n])[1] for n in chosen & matrices)
     return Selection(sorted(chosen), trainable, total, row_freeze)
 
 
@@ -174,10 +190,11 @@ class RowFreeze:
         self.attached_fingerprint: list[str] = []
 
     def attach(self, model: torch.nn.Module, *, deepspeed: bool = False) -> RowFreeze:
-        """Bind to the embedding matrices of the model *as prepared* (sharded, wrapped or not).
+        """Bind to the trainable embedding matrices of the model *as prepared* (sharded, wrapped or not).
 
-        Every rank calls it (the fingerprint gathers sharded matrices)."""
-        self.params = embedding_matrices(model)
+        Every rank calls it (the fingerprint gathers sharded matrices). A matrix that does not train
+        (the untied head under ``new-input-embeddings``) has no gradient and no optimizer state."""
+        self.params = [p for p in embedding_matrices(model) if p.requires_grad]
         self.deepspeed = deepspeed
         if deepspeed:  # the engine owns the gradients: mask them as autograd produces them
             self.handles = [p.register_hook(functools.partial(self._masked, full_shape(p)[0]))
@@ -243,3 +260,48 @@ def _gathered(param: torch.nn.Parameter) -> torch.Tensor:
         with deepspeed.zero.GatheredParameters([param]):
             return param.detach().clone()
     return param.detach()
+
+
+
+def __getattr__(name: str) -> Any:
+    # RowFreezeCallback subclasses transformers.TrainerCallback, whose import costs ~2 s: made on first use
+    if name == "RowFreezeCallback":
+        globals()[name] = cls = _make_callback_class()
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _make_callback_class() -> type:
+    from transformers import TrainerCallback
+
+    class RowFreezeCallback(TrainerCallback):
+        """:class:`RowFreeze` for a transformers / trl ``Trainer`` (SFT, DPO): pass it in ``callbacks=[...]``.
+
+        It binds to the model the Trainer trains at ``on_train_begin`` (after the Trainer's own
+        ``accelerator.prepare``), zeroes the frozen rows' gradients at ``on_pre_optimizer_step`` and records
+        :meth:`RowFreeze.unchanged` at ``on_train_end`` (``self.unchanged``). Give the embedding matrices
+        weight decay 0 (:func:`langadapt.train.optim.param_groups`), or decay moves the frozen rows. The
+        Trainer clips before this event, so its gradient norm counts the frozen rows too (their update
+        stays exactly zero; only the new rows' clipping scale differs from :class:`TrainCore`'s).
+        """
+
+        def __init__(self, row_freeze: RowFreeze) -> None:
+            self.row_freeze = row_freeze
+            self.attached = False
+            self.unchanged: bool | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            if not self.attached and model is not None:
+                deepspeed = bool(getattr(args, "deepspeed", None) or getattr(args, "deepspeed_plugin", None))
+                self.row_freeze.attach(model, deepspeed=deepspeed)
+                self.attached = True
+
+        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.row_freeze.mask_grads()
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.attached:
+                self.unchanged = self.row_freeze.unchanged()
+
+    RowFreezeCallback.__module__ = __name__
+    return RowFreezeCallback

@@ -1,0 +1,119 @@
+"""THE list of stages. The CLI subcommands, the recipe runner's plan, path resolution and the recipe
+reference (docs/recipes.md) are all derived from it.
+
+Adding a stage = one config dataclass in :mod:`langadapt.config` + one entry function
+``fn(cfg, work: Path) -> dict`` that only computes (into ``work``; it returns the figures stage.json
+records) + one line here + its wiring in :func:`langadapt.pipeline.plan`. The protocol around it
+(skip, refuse, resume, atomic commit, stage.json, DONE) is :func:`langadapt.runs.run_stage`'s.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langadapt import config as C
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    """Recipe section and stage.json ``stage``."""
+    command: str
+    """CLI subcommand, ``"group name"``."""
+    folder: str
+    """Folder inside a run directory."""
+    config: type
+    """The config dataclass: every field is a CLI option and a recipe key."""
+    entry: str
+    """``module:function`` computing the stage, ``fn(cfg, work) -> figures`` (imported when it runs)."""
+    help: str
+    """One line for ``--help``."""
+    resumable: bool = False
+    """An unfinished work folder of the same config is continued (the stage keeps checkpoints there)."""
+    runtime_only: tuple[str, ...] = ("device",)
+    """Config keys that may differ between a run and its resume or rerun without changing its result."""
+    show: str | None = None
+    """``module:function`` printing a finished stage's record on the terminal (CLI only)."""
+    commits_itself: bool = False
+    """The stage commits its own output through :func:`langadapt.runs.commit` (datatrove's last job)."""
+
+    def function(self) -> Callable[[Any, Path], dict[str, Any]]:
+        return _load(self.entry)
+
+    def printer(self) -> Callable[[dict[str, Any], Path], None] | None:
+        return _load(self.show) if self.show else None
+
+
+def _load(spec: str) -> Any:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("prepare", "corpus prepare", "corpus", C.PrepareConfig, "langadapt.corpus.prepare:prepare",
+          "Clean, filter by script and language, and deduplicate raw text (datatrove).", resumable=True,
+          runtime_only=("workers", "slurm_time", "cpus_per_task", "mem_per_cpu_gb"),
+          show="langadapt.corpus.prepare:print_summary", commits_itself=True),
+    Stage("sweep", "tokenizer sweep", "sweep", C.SweepConfig, "langadapt.tokenizer.sweep:sweep",
+          "Fertility against the number of added tokens: JSON + PNG, and a suggested size.",
+          show="langadapt.tokenizer.sweep:print_sweep"),
+    Stage("extend", "tokenizer extend", "tokenizer", C.ExtendConfig, "langadapt.tokenizer.extend:extend",
+          "Continue the base tokenizer's BPE on target text and append the new tokens and merges.",
+          show="langadapt.tokenizer.extend:print_extension"),
+    Stage("init", "embeddings init", "model", C.InitConfig, "langadapt.embeddings.init:init_embeddings",
+          "Resize the embeddings to the extended tokenizer and initialise every new row."),
+    Stage("distill", "embeddings distill", "distill", C.DistillConfig, "langadapt.embeddings.distill:distill",
+          "DictaLM 2.0: train only the new rows to match the original model, then calibrate the head.",
+          resumable=True, runtime_only=("device", "report_to")),
+    Stage("pack", "data pack", "packed", C.PackConfig, "langadapt.data.pack:pack",
+          "Mix target and English text by token count and pack it into document-masked rows.",
+          runtime_only=("workers",), show="langadapt.data.pack:print_pack"),
+    Stage("pretrain", "train pretrain", "pretrain", C.PretrainConfig, "langadapt.train.pretrain:pretrain",
+          "Continual pretraining on packed, document-masked rows (accelerate; resumable).", resumable=True,
+          runtime_only=("device", "max_minutes", "report_to")),
+    Stage("eval", "eval bpb", "eval", C.EvalConfig, "langadapt.eval.bpb:evaluate",
+          "Bits per byte and tokens per word of several models on the same held-out text.",
+          show="langadapt.eval.report:print_eval"),
+)  # fmt: skip
+
+BY_NAME = {stage.name: stage for stage in STAGES}
+
+
+def recipe_reference() -> str:
+    """Markdown reference of every recipe key and CLI option (docs/recipes.md; a test keeps it in sync)."""
+    import dataclasses
+
+    intro = "Generated from the stage list in `langadapt/stages.py` by `python -m langadapt.stages > docs/recipes.md`."
+    lines = ["# Recipe and option reference", "",
+             f"{intro} Unknown keys are errors. Each stage's section of a recipe has exactly the options of its "
+             "subcommand (`--num-new-tokens` is `num_new_tokens`); path options left empty in a recipe are "
+             "filled by the runner from the `data` section and earlier stages' folders.", ""]  # fmt: skip
+    sections = [("top level", C.Recipe, None), ("data", C.DataConfig, None)]
+    sections += [(s.name, s.config, s) for s in STAGES]
+    for section, cls, stage in sections:
+        docs = C.field_docs(cls)
+        lines.append(f"## `{section}` ({cls.__name__})")
+        if stage is not None:
+            lines += ["", f"`langadapt {stage.command} ... --out DIR` — {stage.help} Run folder: `{stage.folder}/`."]
+        lines += ["", "| key | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            if cls is C.Recipe and f.name in ("data", *BY_NAME):
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = repr(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = repr(f.default_factory())
+            else:
+                default = "required"
+            kind = " (path)" if C.is_path_field(f) else ""
+            lines.append(f"| `{f.name}` | `{default}` | {docs.get(f.name, '')}{kind} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(recipe_reference(), end="")
