@@ -33,9 +33,9 @@ def main() -> None:
 
     from langadapt.config import PretrainConfig
     from langadapt.models import resolve_model
-    from langadapt.train.monitor import read_metrics
     from langadapt.runs import run_stage
     from langadapt.stages import BY_NAME
+    from langadapt.train.monitor import read_metrics
 
     model = resolve_model("smollm2-135m")
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,10 +23,10 @@ from tokenizers import Tokenizer
 
 from langadapt.config import ExtendConfig
 from langadapt.corpus.readers import iter_documents
-from langadapt.tokenizer import extend as extend_module
-from langadapt.tokenizer.base import load_base
 from langadapt.runs import run_stage
 from langadapt.stages import BY_NAME
+from langadapt.tokenizer import extend as extend_module
+from langadapt.tokenizer.base import load_base
 from langadapt.tokenizer.extend import plan_extension
 from langadapt.tokenizer.merges import learn_merges
 

@@ -182,7 +182,7 @@ def test_distill_resumes_to_the_same_result(tiny_tied, ext_tokenizer, hu_corpus,
     for crash_at, stage, saved in ((5, "distill", 4), (10, "calibrate", 2)):
         calls = {"n": 0}
 
-        def crash(*args, crash_at=crash_at):
+        def crash(*args, crash_at=crash_at, calls=calls):
             calls["n"] += 1
             if calls["n"] == crash_at:
                 raise KeyboardInterrupt

@@ -17,8 +17,8 @@ import torch
 
 from langadapt.config import PretrainConfig
 from langadapt.errors import UserError
-from langadapt.train import monitor
 from langadapt.runs import work_folder
+from langadapt.train import monitor
 from langadapt.train.monitor import installed, read_metrics
 
 SEQ = 48

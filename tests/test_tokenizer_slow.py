@@ -6,12 +6,12 @@ import time
 from pathlib import Path
 
 import pytest
+import tiny
 from tokenizers import Tokenizer
 
 from langadapt.config import ExtendConfig
 from langadapt.corpus.readers import iter_documents
 from langadapt.models import resolve_tokenizer
-import tiny
 from langadapt.tokenizer.metrics import fertility
 
 CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"

@@ -88,10 +88,10 @@ def recipe_reference() -> str:
     import dataclasses
 
     intro = "Generated from the stage list in `langadapt/stages.py` by `python -m langadapt.stages > docs/recipes.md`."
-    lines = ["# Recipe and option reference", "",
-             f"{intro} Unknown keys are errors. Each stage's section of a recipe has exactly the options of its "
+    about = (f"{intro} Unknown keys are errors. Each stage's section of a recipe has exactly the options of its "
              "subcommand (`--num-new-tokens` is `num_new_tokens`); path options left empty in a recipe are "
-             "filled by the runner from the `data` section and earlier stages' folders.", ""]  # fmt: skip
+             "filled by the runner from the `data` section and earlier stages' folders.")
+    lines = ["# Recipe and option reference", "", about, ""]
     sections = [("top level", C.Recipe, None), ("data", C.DataConfig, None)]
     sections += [(s.name, s.config, s) for s in STAGES]
     for section, cls, stage in sections:

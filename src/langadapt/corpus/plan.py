@@ -14,7 +14,6 @@ Stages (each a datatrove executor run with its own ``completions/``, chained wit
 from __future__ import annotations
 
 import functools
-
 import os
 import sys
 from dataclasses import dataclass, field

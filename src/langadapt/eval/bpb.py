@@ -34,7 +34,6 @@ from langadapt.errors import UserError
 from langadapt.runs import write_json_atomic
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LN2 = math.log(2.0)
@@ -233,6 +232,8 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
         scores = bpb_by_corpus(model, tokenizer, texts, batch_size=cfg.batch_size, max_len=cfg.max_len,
                                stride=cfg.stride, bf16=bf16)  # fmt: skip
         label = "base" if not results else model_label(name)
+        if label in {r["label"] for r in results}:  # two runs' pretrain/final: the paths tell them apart
+            label = str(name)
         results.append({"label": label, "model": str(name), **scores})
         del model
     metrics = {"models": results, "docs": {k: len(v) for k, v in texts.items()}, "device": str(device)}

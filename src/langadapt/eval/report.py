@@ -14,7 +14,7 @@ from typing import Any
 from langadapt.eval.bpb import METRICS_JSON
 from langadapt.runs import EXTENSION_JSON, write_text_atomic
 from langadapt.stages import BY_NAME
-from langadapt.train.monitor import read_metrics
+from langadapt.train.monitor import METRICS_JSONL, read_metrics
 
 CORPORA = ("target", "english")
 
@@ -154,7 +154,7 @@ def make_plots(run_dir: Path) -> list[Path]:
             ax.legend()
         fig.tight_layout()
         made.append(_save(fig, plots_dir / "metrics.png"))
-    log = Path(run_dir) / BY_NAME["pretrain"].folder / "metrics.jsonl"
+    log = Path(run_dir) / BY_NAME["pretrain"].folder / METRICS_JSONL
     if log.exists():
         records = read_metrics(log)
         steps = [r for r in records if "loss" in r and "step" in r]

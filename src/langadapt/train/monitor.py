@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+METRICS_JSONL = "metrics.jsonl"
+"""In a training run folder: one JSON record per optimizer step and per evaluation."""
+
 # Dense bf16 peak FLOP/s (no sparsity) by GPU name fragment; MFU is reported only for these.
 GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12,
                  "4090": 165e12, "3090": 71e12, "B200": 2250e12}  # fmt: skip
@@ -62,7 +65,7 @@ class Monitor:
 
     def __init__(self, out: Path, total_steps: int, start_step: int, *, enabled: bool) -> None:
         self.enabled = enabled
-        self.path = out / "metrics.jsonl"
+        self.path = out / METRICS_JSONL
         self.progress = None
         if not enabled:
             return

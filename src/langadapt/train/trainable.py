@@ -49,7 +49,6 @@ from langadapt.errors import UserError
 from langadapt.runs import EXTENSION_JSON, STAGE_JSON
 
 
-
 @dataclass
 class Selection:
     trainable: list[str]
