@@ -16,12 +16,7 @@ RECIPE = """
 name: gpu
 base_model: {model}
 runs_dir: {runs}
-data:
-  target_train: hu.jsonl
-  target_valid: hu-valid.jsonl
-  english_train: en.jsonl
-  english_valid: en-valid.jsonl
-extend:
+{data}extend:
   num_new_tokens: 60
 init: {{}}
 distill:
@@ -50,12 +45,9 @@ eval:
 def test_every_model_stage_runs_on_the_gpu(tmp_path, tiny_tied, hu_texts, en_texts):
     from langadapt.pipeline import load_recipe_file, run_recipe
 
-    tiny.write_jsonl(tmp_path / "hu.jsonl", hu_texts[:120])
-    tiny.write_jsonl(tmp_path / "hu-valid.jsonl", hu_texts[200:210])
-    tiny.write_jsonl(tmp_path / "en.jsonl", en_texts[:120])
-    tiny.write_jsonl(tmp_path / "en-valid.jsonl", en_texts[200:210])
+    data = tiny.recipe_corpora(tmp_path, hu_texts, en_texts)
     path = tmp_path / "recipe.yaml"
-    path.write_text(RECIPE.format(model=tiny_tied, runs=tmp_path / "runs"))
+    path.write_text(RECIPE.format(model=tiny_tied, runs=tmp_path / "runs", data=data))
     run = run_recipe(load_recipe_file(path))
 
     def record(folder: str) -> dict:

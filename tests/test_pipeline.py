@@ -18,13 +18,7 @@ name: tiny
 base_model: {model}
 target_lang: hu
 runs_dir: {runs}
-data:
-  target_train: hu.jsonl
-  target_valid: hu-valid.jsonl
-  english_train: en.jsonl
-  english_valid: en-valid.jsonl
-  text_field: content
-prepare:
+{data}prepare:
   language_id: false
   minhash_dedup: false
 extend:
@@ -57,12 +51,9 @@ eval:
 
 @pytest.fixture()
 def recipe(tmp_path, tiny_tied, hu_texts, en_texts):
-    tiny.write_jsonl(tmp_path / "hu.jsonl", hu_texts[:120], field="content")
-    tiny.write_jsonl(tmp_path / "hu-valid.jsonl", hu_texts[200:210], field="content")
-    tiny.write_jsonl(tmp_path / "en.jsonl", en_texts[:120], field="content")
-    tiny.write_jsonl(tmp_path / "en-valid.jsonl", en_texts[200:210], field="content")
+    data = tiny.recipe_corpora(tmp_path, hu_texts, en_texts, field="content")
     path = tmp_path / "recipe.yaml"
-    path.write_text(RECIPE.format(model=tiny_tied, runs=tmp_path / "runs"))
+    path.write_text(RECIPE.format(model=tiny_tied, runs=tmp_path / "runs", data=data))
     return path
 
 

@@ -107,3 +107,12 @@ def run_stage(name: str, cfg, out: Path) -> dict:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def recipe_corpora(folder: Path, hu_texts: list[str], en_texts: list[str], field: str = "text") -> str:
+    """Train and valid corpora for a tiny recipe in ``folder``; returns the recipe's ``data:`` section."""
+    for name, texts in (("hu", hu_texts), ("en", en_texts)):
+        write_jsonl(folder / f"{name}.jsonl", texts[:120], field)
+        write_jsonl(folder / f"{name}-valid.jsonl", texts[200:210], field)
+    return ("data:\n  target_train: hu.jsonl\n  target_valid: hu-valid.jsonl\n  english_train: en.jsonl\n"
+            f"  english_valid: en-valid.jsonl\n  text_field: {field}\n")

@@ -51,7 +51,7 @@ def check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
 
 
 def check_device(device: str) -> None:
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (the runtime resolves it; checked here, before any work)."""
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (the runtime resolves it; checked here, before any work)."""
     if device not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", device):
         raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, not {device!r}")
 

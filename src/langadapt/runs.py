@@ -173,8 +173,6 @@ def changed_keys(before: dict[str, Any], now: dict[str, Any], ignore: tuple[str,
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
