@@ -13,7 +13,7 @@ COMMANDS = [
     [], ["run"], ["demo"], ["version"], ["model-path"],
     ["tokenizer", "extend"], ["tokenizer", "stats"], ["tokenizer", "sweep"],
     ["embeddings", "init"], ["embeddings", "distill"], ["eval", "bpb"],
-    ["data", "pack"], ["train", "pretrain"], ["corpus", "prepare"],
+    ["data", "pack"], ["train", "pretrain"], ["corpus", "prepare"], ["eval", "choice"], ["eval", "make-choice"],
 ]  # fmt: skip
 
 

@@ -46,12 +46,18 @@ eval:
   max_docs: 4
   max_len: 64
   stride: 32
+make_choice:
+  max_items: 6
+choice: {{}}
 """
 
 
 @pytest.fixture()
 def recipe(tmp_path, tiny_tied, hu_texts, en_texts):
     data = tiny.recipe_corpora(tmp_path, hu_texts, en_texts, field="content")
+    pairs = [{"en": e[:80], "hu": h[:80], "split": "valid"} for e, h in zip(en_texts[220:232], hu_texts[220:232])]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
+    data += "  parallel: pairs.jsonl\n"
     path = tmp_path / "recipe.yaml"
     path.write_text(RECIPE.format(model=tiny_tied, runs=tmp_path / "runs", data=data))
     return path
@@ -70,6 +76,8 @@ def test_recipe_runs_every_stage_then_skips_them(recipe, tmp_path, capsys):
     # English tokenizes as before (the English train text is the extension's reference)
     assert metrics["models"][0]["english"]["tokens"] == metrics["models"][-1]["english"]["tokens"]
     assert metrics["models"][-1]["target"]["tokens"] < metrics["models"][0]["target"]["tokens"]
+    choice = json.loads((run / "eval-choice" / "results.json").read_text())
+    assert len(choice["models"]) == 4 and all(m["n"] == 6 for m in choice["models"])
     for stage in stages:
         config = json.loads((run / stage / "stage.json").read_text())["config"]
         assert config.get("text_field", "content") == "content", stage

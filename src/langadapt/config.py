@@ -437,6 +437,55 @@ class EvalConfig:
         check_device(self.device)
 
 
+@dataclass(kw_only=True)
+class ChoiceConfig:
+    models: list[str] = paths()
+    """Models to compare, each scored with its own tokenizer on the same items."""
+    task: str = path()
+    """Multiple-choice task: jsonl of {"question", "choices", "answer"} (optional "context"), e.g. from eval make-choice."""
+    max_items: int | None = None
+    """Items scored, the first ones of the file (None: all)."""
+    batch_size: int = 16
+    """Sequences (one per item and choice) per forward pass."""
+    bf16: bool | None = None
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
+
+    def __post_init__(self) -> None:
+        if self.max_items is not None and self.max_items <= 0:
+            raise ConfigError("max_items must be > 0 (or None: all)")
+        if self.batch_size <= 0:
+            raise ConfigError("batch_size must be > 0")
+        check_device(self.device)
+
+
+@dataclass(kw_only=True)
+class MakeChoiceConfig:
+    pairs: str = path()
+    """Parallel jsonl[.gz]: one object a line with a field per language code (and optionally "split")."""
+    src: str = "en"
+    """Field (language code) of the sentence the question shows."""
+    tgt: str = ""
+    """Field (language code) of the translations the choices are (recipe: the recipe's target_lang)."""
+    n_choices: int = 4
+    """Choices per item: the true translation and n_choices - 1 distractors."""
+    max_items: int | None = None
+    """Items made, a seeded sample of the pairs (None: one per pair); every kept pair is a distractor source."""
+    split: str | None = "valid"
+    """Keep only pairs whose "split" field equals this (pairs without the field are kept; None or '': all)."""
+    seed: int = 0
+    """Seed for the sample, the distractors and the answer positions."""
+
+    def __post_init__(self) -> None:
+        if self.n_choices < 2:
+            raise ConfigError("n_choices must be >= 2")
+        if self.max_items is not None and self.max_items <= 0:
+            raise ConfigError("max_items must be > 0 (or None: all)")
+        if self.src == self.tgt:
+            raise ConfigError(f"src and tgt must be two different fields, not both {self.src!r}")
+
+
 # -------------------------------------------------------------------------------------------- recipe
 
 
@@ -450,6 +499,9 @@ class DataConfig:
     """English training text (mixing, and the reference whose tokenization must not change)."""
     english_valid: list[str] = paths()
     """Held-out English text (evaluation only)."""
+    parallel: str = path()
+    """English–target pairs, jsonl[.gz] with an "en" and a target_lang field (evaluation tasks are built
+    from its valid split)."""
     text_field: str = "text"
     """Field or column that holds the text in every corpus; it is every stage's text_field."""
 
@@ -482,6 +534,10 @@ class Recipe:
     """Continual pretraining (omit to skip)."""
     eval: EvalConfig | None = None
     """Final evaluation (omit to skip)."""
+    make_choice: MakeChoiceConfig | None = None
+    """A pick-the-translation multiple-choice task from data.parallel, English to target_lang (omit to skip)."""
+    choice: ChoiceConfig | None = None
+    """Multiple-choice accuracy of every model of the run, on make_choice's task by default (omit to skip)."""
 
 
 # ------------------------------------------------------------------------------------- YAML mapping

@@ -118,6 +118,13 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
         models.append(str(dirs["pretrain"] / "final"))
     if recipe.eval:
         add("eval", models=models, target=d.target_valid, english=d.english_valid)
+    if recipe.make_choice:
+        add("make_choice", pairs=d.parallel, tgt=recipe.target_lang)
+    if recipe.choice:
+        from langadapt.eval.choice import TASK_JSONL
+
+        task = str(dirs["make_choice"] / TASK_JSONL) if recipe.make_choice else ""
+        add("choice", models=models, task=task)
     return stages
 
 

@@ -78,6 +78,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("eval", "eval bpb", "eval", C.EvalConfig, "langadapt.eval.bpb:evaluate",
           "Bits per byte and tokens per word of several models on the same held-out text.",
           show="langadapt.eval.report:print_eval"),
+    Stage("make_choice", "eval make-choice", "choice-task", C.MakeChoiceConfig, "langadapt.eval.choice_task:make_choice",
+          "A pick-the-right-translation multiple-choice task from parallel text (length-matched distractors).",
+          runtime_only=(), show="langadapt.eval.choice_task:print_make_choice"),
+    Stage("choice", "eval choice", "eval-choice", C.ChoiceConfig, "langadapt.eval.choice:evaluate_choice",
+          "Multiple-choice accuracy (acc, acc_norm, acc_bytes) of several models, scored as lm-eval does.",
+          show="langadapt.eval.choice:print_choice"),
 )  # fmt: skip
 
 BY_NAME = {stage.name: stage for stage in STAGES}

@@ -227,18 +227,25 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     bf16 = use_bf16(cfg.bf16, device)
     results = []
-    for name, path in zip(cfg.models, paths):
+    for name, path, label in zip(cfg.models, paths, model_labels(cfg.models)):
         model, tokenizer = load_model(path, device), load_tokenizer(path)
         scores = bpb_by_corpus(model, tokenizer, texts, batch_size=cfg.batch_size, max_len=cfg.max_len,
                                stride=cfg.stride, bf16=bf16)  # fmt: skip
-        label = "base" if not results else model_label(name)
-        if label in {r["label"] for r in results}:  # two runs' pretrain/final: the paths tell them apart
-            label = str(name)
         results.append({"label": label, "model": str(name), **scores})
         del model
     metrics = {"models": results, "docs": {k: len(v) for k, v in texts.items()}, "device": str(device)}
     write_json_atomic(out / METRICS_JSON, metrics)
     return {"models": [r["label"] for r in results], "bf16": bf16, "device": str(device)}
+
+
+def model_labels(models: list[str]) -> list[str]:
+    """Short, distinct names for the models compared: ``base`` for the first (the reference), the stage
+    folder for the others (:func:`model_label`), the path where two would share a name."""
+    labels: list[str] = []
+    for i, name in enumerate(models):
+        label = "base" if i == 0 else model_label(name)
+        labels.append(str(name) if label in labels else label)  # e.g. two runs' pretrain/final
+    return labels
 
 
 def model_label(path: str) -> str:
