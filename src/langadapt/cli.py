@@ -140,6 +140,7 @@ def stage_command(stage: Stage) -> Callable[..., None]:
         from langadapt.runs import run_stage
 
         out = kwargs.pop("out")
+        # list(): a copy, since typer hands the same default list to every call
         cfg = stage.config(**{k: list(v) if isinstance(v, list) else v for k, v in kwargs.items()})
         record = run_stage(stage, cfg, out)
         if record.get("skipped"):
