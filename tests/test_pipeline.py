@@ -95,3 +95,14 @@ def test_dry_run_writes_nothing(recipe, tmp_path, capsys):
     main(["run", str(recipe), "--dry-run"])
     assert "[pretrain] would run" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_finished_stage_of_another_config_is_refused_before_any_work(recipe, tmp_path, capsys):
+    main(["run", str(recipe)])
+    capsys.readouterr()
+    recipe.write_text(recipe.read_text().replace("max_steps: 3", "max_steps: 4"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(recipe), "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and "\n" not in err
+    assert "pretrain run of another config (changed: max_steps)" in err

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from langadapt import config as C
-from langadapt.runs import is_done, run_stage, write_text_atomic
+from langadapt.runs import check_finished, is_done, run_stage, to_jsonable, write_text_atomic
 from langadapt.stages import BY_NAME, STAGES, Stage
 
 
@@ -132,6 +132,9 @@ def run_recipe(recipe: C.Recipe, *, dry_run: bool = False, log: Callable[[str], 
     """Run every unfinished stage of ``recipe`` through the stage runner; return the run folder."""
     run_dir = Path(recipe.runs_dir) / recipe.name
     stages = plan(recipe)
+    for stage in stages:  # a finished stage of another config is refused now, before any work
+        if stage.done:
+            check_finished(stage.name, stage.out, to_jsonable(stage.config), tuple(stage.stage.runtime_only))
     for stage in stages:
         state = "done, skipped" if stage.done else ("would run" if dry_run else "running")
         log(f"[{stage.name}] {state} -> {stage.out}")
