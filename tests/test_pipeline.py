@@ -49,13 +49,17 @@ eval:
 make_choice:
   max_items: 6
 choice: {{}}
+translate:
+  shots: 2
+  max_items: 3
 """
 
 
 @pytest.fixture()
 def recipe(tmp_path, tiny_tied, hu_texts, en_texts):
     data = tiny.recipe_corpora(tmp_path, hu_texts, en_texts, field="content")
-    pairs = [{"en": e[:80], "hu": h[:80], "split": "valid"} for e, h in zip(en_texts[220:232], hu_texts[220:232])]
+    pairs = [{"en": e[:80], "hu": h[:80], "split": "train" if i < 4 else "valid"}
+             for i, (e, h) in enumerate(zip(en_texts[220:236], hu_texts[220:236]))]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     data += "  parallel: pairs.jsonl\n"
     path = tmp_path / "recipe.yaml"
@@ -78,6 +82,8 @@ def test_recipe_runs_every_stage_then_skips_them(recipe, tmp_path, capsys):
     assert metrics["models"][-1]["target"]["tokens"] < metrics["models"][0]["target"]["tokens"]
     choice = json.loads((run / "eval-choice" / "results.json").read_text())
     assert len(choice["models"]) == 4 and all(m["n"] == 6 for m in choice["models"])
+    translate = json.loads((run / "eval-translate" / "stage.json").read_text())
+    assert translate["config"]["tgt"] == "hu" and translate["config"]["models"] == [m["model"] for m in metrics["models"]]
     for stage in stages:
         config = json.loads((run / stage / "stage.json").read_text())["config"]
         assert config.get("text_field", "content") == "content", stage

@@ -486,6 +486,56 @@ class MakeChoiceConfig:
             raise ConfigError(f"src and tgt must be two different fields, not both {self.src!r}")
 
 
+@dataclass(kw_only=True)
+class TranslateConfig:
+    models: list[str] = paths()
+    """Models to compare, each generating with its own tokenizer on the same items."""
+    pairs: str = path()
+    """Parallel jsonl[.gz]: one object a line with a field per language code (and optionally "split")."""
+    src: str = "en"
+    """Field (language code) of the source side."""
+    tgt: str = ""
+    """Field (language code) of the target side (recipe: the recipe's target_lang)."""
+    directions: list[str] = field(default_factory=lambda: ["src-tgt"])
+    """Directions translated: src-tgt, tgt-src, or both."""
+    shots: int = 8
+    """Few-shot examples before each test sentence (the same seeded ones for every item of a direction)."""
+    max_items: int | None = 100
+    """Test items, a seeded sample of the test pairs (None: all)."""
+    split: str | None = "valid"
+    """Test items are the pairs whose "split" equals this, shots come from "train" / "dev" pairs; a file
+    without a split field: shots come from the pairs not sampled as test items."""
+    seed: int = 0
+    """Seed for the test sample, the shots and the bootstrap resamples."""
+    batch_size: int = 8
+    """Prompts generated at once (left-padded, KV cache)."""
+    max_new_tokens_factor: float = 1.5
+    """Generated tokens at most: ceil(factor x the reference's tokens in the model's own tokenizer) + extra."""
+    max_new_tokens_extra: int = 8
+    """Added to the generation cap (see max_new_tokens_factor)."""
+    bf16: bool | None = None
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
+
+    def __post_init__(self) -> None:
+        if not self.directions or len(set(self.directions)) != len(self.directions):
+            raise ConfigError("directions must be one or both of src-tgt and tgt-src, each once")
+        for direction in self.directions:
+            check_choice("directions", direction, ("src-tgt", "tgt-src"))
+        if self.shots < 0:
+            raise ConfigError("shots must be >= 0")
+        if self.max_items is not None and self.max_items <= 0:
+            raise ConfigError("max_items must be > 0 (or None: all)")
+        if self.batch_size <= 0:
+            raise ConfigError("batch_size must be > 0")
+        if self.max_new_tokens_factor <= 0 or self.max_new_tokens_extra < 0:
+            raise ConfigError("max_new_tokens_factor must be > 0 and max_new_tokens_extra >= 0")
+        if self.src == self.tgt:
+            raise ConfigError(f"src and tgt must be two different fields, not both {self.src!r}")
+        check_device(self.device)
+
+
 # -------------------------------------------------------------------------------------------- recipe
 
 
@@ -538,6 +588,8 @@ class Recipe:
     """A pick-the-translation multiple-choice task from data.parallel, English to target_lang (omit to skip)."""
     choice: ChoiceConfig | None = None
     """Multiple-choice accuracy of every model of the run, on make_choice's task by default (omit to skip)."""
+    translate: TranslateConfig | None = None
+    """Few-shot translation (chrF++, BLEU) of every model of the run, on data.parallel (omit to skip)."""
 
 
 # ------------------------------------------------------------------------------------- YAML mapping

@@ -125,6 +125,8 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
 
         task = str(dirs["make_choice"] / TASK_JSONL) if recipe.make_choice else ""
         add("choice", models=models, task=task)
+    if recipe.translate:
+        add("translate", models=models, pairs=d.parallel, tgt=recipe.target_lang)
     return stages
 
 

@@ -84,6 +84,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("choice", "eval choice", "eval-choice", C.ChoiceConfig, "langadapt.eval.choice:evaluate_choice",
           "Multiple-choice accuracy (acc, acc_norm, acc_bytes) of several models, scored as lm-eval does.",
           show="langadapt.eval.choice:print_choice"),
+    Stage("translate", "eval translate", "eval-translate", C.TranslateConfig, "langadapt.eval.translate:evaluate_translate",
+          "Few-shot translation (greedy) of several models on parallel text: chrF++, chrF, BLEU, off-target rate.",
+          show="langadapt.eval.translate:print_translate"),
 )  # fmt: skip
 
 BY_NAME = {stage.name: stage for stage in STAGES}

@@ -1,0 +1,345 @@
+"""``eval translate``: few-shot translation of several models on parallel text (GitHub issue 10).
+
+How a score is made (everything that moves it is recorded in ``results.json``):
+
+* **Items.** Test items are a seeded sample (``max_items``) of the pairs whose ``split`` is ``--split``;
+  the shot pool is the pairs whose split is ``train`` or ``dev``. A file without a ``split`` field: the
+  shot pool is the pairs not sampled as test items. Pool pairs that share a side with a test item are
+  dropped, so a prompt never holds its own answer.
+* **Prompt** (SambaLingo's FLORES form, :data:`SHOT_TEMPLATE`): ``shots`` examples ``"{src} = {tgt}"``
+  joined by a blank line, then ``"{src} ="``. The shots are drawn once per direction by the seed (the same
+  for every item); the prompt is read after the document-start token of
+  :func:`langadapt.eval.bpb.document_start`, as every other evaluation reads text.
+* **Texts.** Whitespace runs in both sides (newlines included) become one space, in prompts and
+  references alike: a newline would end the output.
+* **Generation.** Greedy, batched with left padding and a KV cache, stopped at the first newline
+  (``stop_strings``) and cut there. Each item may generate at most
+  ``ceil(max_new_tokens_factor · reference tokens) + max_new_tokens_extra`` tokens, counted in the
+  model's own tokenizer, so the model with the worse tokenizer is not cut short by a fixed cap; a batch
+  generates up to its longest item's cap and every output is then cut to its own, so an output does not
+  depend on the batch it was in. An output that reaches its cap without a newline counts as truncated.
+* **Scores** (sacrebleu): corpus chrF++ (headline), chrF and BLEU (13a) with their signatures; a 95%
+  bootstrap interval (resampled items, seeded); with several models, a paired bootstrap p-value of each
+  against the first. Off-target rate: outputs whose language (py3langid, as the corpus stage identifies
+  it) is not the direction's target; empty outputs count as off-target.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langadapt.config import TranslateConfig
+from langadapt.errors import UserError
+from langadapt.eval.choice import file_fingerprint
+from langadapt.eval.choice_task import read_pairs
+from langadapt.runs import write_json_atomic, write_text_atomic
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+RESULTS_JSON = "results.json"
+"""Every model's scores per direction and what they depend on."""
+SAMPLES_JSONL = "samples.jsonl"
+"""One line per model, direction and item: prompt, output, reference."""
+SHOT_TEMPLATE = "{src_text} = {tgt_text}"
+SHOT_SEPARATOR = "\n\n"
+QUERY_TEMPLATE = "{src_text} ="
+SHOT_SPLITS = ("train", "dev")
+N_BOOTSTRAP = 1000
+METRICS = ("chrf++", "chrf", "bleu")
+MAX_NEW_TOKENS_RULE = ("per item: ceil(max_new_tokens_factor * reference tokens in the model's tokenizer) + "
+                       "max_new_tokens_extra; a batch generates up to its longest item's cap, each output is cut "
+                       "to its own")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ items
+
+
+def split_items(pairs: list[dict[str, Any]], split: str | None, max_items: int | None,
+                seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """(test items, shot pool) of the pairs, as the module doc describes."""
+    rng = random.Random(seed)
+    has_split = any("split" in p for p in pairs)
+    if has_split and split:
+        test = [p for p in pairs if p.get("split") == split]
+        pool = [p for p in pairs if p.get("split") in SHOT_SPLITS]
+    else:
+        test, pool = list(pairs), []
+    chosen = list(range(len(test)))
+    if max_items is not None and max_items < len(test):
+        chosen = sorted(rng.sample(chosen, max_items))
+    if not (has_split and split):
+        keep = set(chosen)
+        pool = [p for i, p in enumerate(test) if i not in keep]
+    test = [test[i] for i in chosen]
+    return test, pool
+
+
+def choose_shots(pool: list[dict[str, Any]], test: list[dict[str, Any]], src: str, tgt: str, k: int,
+                 seed: int) -> list[dict[str, Any]]:  # fmt: skip
+    """``k`` shots drawn from ``pool`` by ``seed`` (the same for every item); no pool pair that shares a
+    side with a test item is eligible."""
+    seen = {p[lang].strip() for p in test for lang in (src, tgt)}
+    eligible = [p for p in pool if p[src].strip() not in seen and p[tgt].strip() not in seen]
+    if k > len(eligible):
+        raise UserError(f"only {len(eligible)} pairs for shots (split {' / '.join(SHOT_SPLITS)}, or the pairs "
+                        f"not used as test items), fewer than --shots {k}")  # fmt: skip
+    return random.Random(f"{seed}:{src}-{tgt}").sample(eligible, k)
+
+
+def one_line(text: str) -> str:
+    """Whitespace runs (newlines included) as one space: a newline in a prompt line would end the output."""
+    return " ".join(text.split())
+
+
+def build_prompt(shots: list[tuple[str, str]], src_text: str) -> str:
+    """The few-shot prompt: every shot ``"{src} = {tgt}"``, a blank line between, then ``"{src} ="``."""
+    lines = [SHOT_TEMPLATE.format(src_text=s, tgt_text=t) for s, t in shots]
+    return SHOT_SEPARATOR.join([*lines, QUERY_TEMPLATE.format(src_text=src_text)])
+
+
+# ------------------------------------------------------------------------------------- generation
+
+
+def token_caps(
+    tokenizer: PreTrainedTokenizerBase, references: list[str], factor: float, extra: int
+) -> list[int]:
+    """Each reference's generation cap: ceil(factor · its tokens in this tokenizer) + extra."""
+    ids = tokenizer(references, add_special_tokens=False)["input_ids"] if references else []
+    return [math.ceil(factor * len(i)) + extra for i in ids]
+
+
+def cut_output(tokenizer: PreTrainedTokenizerBase, generated: list[int], cap: int) -> tuple[str, bool]:
+    """(text up to the first newline, truncated): ``generated`` cut to ``cap`` tokens and at EOS; truncated
+    means the cap was reached without a newline or EOS."""
+    ids = list(generated[:cap])
+    eos = tokenizer.eos_token_id
+    stopped = False
+    if eos is not None and eos in ids:
+        ids, stopped = ids[: ids.index(eos)], True
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if "\n" in text:
+        return text.split("\n", 1)[0], False
+    return text, not stopped and len(generated) >= cap
+
+
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], caps: list[int], *,
+             batch_size: int = 8, bf16: bool = False) -> list[tuple[str, bool]]:  # fmt: skip
+    """Greedy continuation of each prompt (after the document-start token), cut at its first newline and
+    to its own cap; (text, truncated) per prompt, in order."""
+    import torch
+
+    from langadapt.eval.bpb import document_start
+    from langadapt.runtime import autocast, model_device
+
+    start = document_start(tokenizer)
+    encoded = [[start.token_id, *ids] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start.token_id
+    tokenizer.padding_side = "left"  # padding is built here, left, as generate needs it
+    device = model_device(model)
+    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))  # similar lengths together
+    results: list[tuple[str, bool]] = [("", False)] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        for b in range(0, len(order), batch_size):
+            batch = order[b : b + batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                n = len(encoded[i])
+                ids[row, width - n :], mask[row, width - n :] = torch.tensor(encoded[i]), 1
+            with torch.inference_mode(), autocast(device, bf16):
+                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                     max_new_tokens=max(caps[i] for i in batch), pad_token_id=pad_id,
+                                     stop_strings=["\n"], tokenizer=tokenizer, num_beams=1,
+                                     temperature=None, top_p=None, top_k=None)  # fmt: skip
+            for row, i in enumerate(batch):
+                results[i] = cut_output(tokenizer, out[row, width:].tolist(), caps[i])
+    finally:
+        model.train(was_training)
+    return results
+
+
+# ----------------------------------------------------------------------------------------- scores
+
+
+def _metrics() -> dict[str, Any]:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    return {"chrf++": CHRF(word_order=2), "chrf": CHRF(word_order=0), "bleu": BLEU(tokenize="13a")}
+
+
+def score(hypotheses: list[str], references: list[str], *, seed: int = 0, n_samples: int = N_BOOTSTRAP,
+          baseline: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Corpus chrF++, chrF and BLEU of ``hypotheses``, each with its sacrebleu signature and a 95% bootstrap
+    interval; with ``baseline`` (another system's outputs of the same items) a paired bootstrap p-value.
+
+    The resampling is done here on sacrebleu's per-sentence sufficient statistics, as sacrebleu's own
+    ``_paired_bs_test`` does (sacrebleu's ``PairedTest`` wants two systems at least and takes its seed from
+    the SACREBLEU_SEED environment variable); the p-value is sacrebleu's (Moses'
+    bootstrap-hypothesis-difference-significance)."""
+    import numpy as np
+
+    n = len(hypotheses)
+    idx = np.random.default_rng(seed).choice(n, size=(n_samples, n), replace=True) if n else None
+    out: dict[str, Any] = {"n": n}
+    for name, metric in _metrics().items():
+        result = metric.corpus_score(hypotheses, [references])
+        out[name] = float(result.score)
+        out[f"{name}_signature"] = str(metric.get_signature())
+        if not n:
+            continue
+        stats = np.array(metric._extract_corpus_statistics(hypotheses, [references]), dtype="float64")
+        boot = np.array([metric._compute_score_from_stats(list(s.sum(0))).score for s in stats[idx]])
+        out[f"{name}_ci95"] = [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]
+        if baseline is not None:
+            base_stats = np.array(metric._extract_corpus_statistics(baseline, [references]), dtype="float64")
+            base_score = metric._compute_score_from_stats(list(base_stats.sum(0))).score
+            base_boot = np.array(
+                [metric._compute_score_from_stats(list(s.sum(0))).score for s in base_stats[idx]]
+            )
+            diffs, real = np.abs(boot - base_boot), abs(result.score - base_score)
+            c = int(np.sum(diffs - diffs.mean() > real))
+            # sacrebleu's formula gives 1 / (n + 1) to two identical systems; no difference is p = 1 here
+            out[f"{name}_p_vs_first"] = 1.0 if real == 0 else (c + 1) / (n_samples + 1)
+    return out
+
+
+def off_target_rate(outputs: list[str], lang: str) -> float:
+    """Share of outputs whose identified language (py3langid) is not ``lang``; empty ones count."""
+    from langadapt.corpus.scripts import langid_model
+
+    if not outputs:
+        return 0.0
+    model = langid_model()
+    return sum(not o.strip() or model.classify(o)[0] != lang for o in outputs) / len(outputs)
+
+
+# ---------------------------------------------------------------------------------- the stage
+
+
+def _direction_langs(direction: str, src: str, tgt: str) -> tuple[str, str]:
+    return (src, tgt) if direction == "src-tgt" else (tgt, src)
+
+
+def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
+    """Stage entry (``eval translate``): every model translates the same items with the same shots;
+    write ``out/results.json`` and ``out/samples.jsonl``."""
+    from langadapt.eval.bpb import document_start, model_labels
+    from langadapt.models import load_tokenizer, resolve_model, resolve_tokenizer
+    from langadapt.runtime import load_model, resolve_device, use_bf16
+
+    if not cfg.models:
+        raise UserError("eval translate needs at least one model (--models)")
+    if not cfg.pairs:
+        raise UserError("eval translate needs a parallel file (--pairs)")
+    if not cfg.tgt:
+        raise UserError("eval translate needs --tgt (the parallel file's target-language field)")
+    pairs = [{**p, cfg.src: one_line(p[cfg.src]), cfg.tgt: one_line(p[cfg.tgt])}
+             for p in read_pairs(cfg.pairs, cfg.src, cfg.tgt, None)]  # fmt: skip
+    test, pool = split_items(pairs, cfg.split, cfg.max_items, cfg.seed)
+    if not test:
+        where = f" of split {cfg.split!r}" if cfg.split and any("split" in p for p in pairs) else ""
+        raise UserError(f"no test items{where}", cfg.pairs)
+    plans = {}
+    for direction in cfg.directions:
+        s, t = _direction_langs(direction, cfg.src, cfg.tgt)
+        try:
+            shots = choose_shots(pool, test, s, t, cfg.shots, cfg.seed)
+        except UserError as exc:
+            raise UserError(str(exc), cfg.pairs) from exc
+        examples = [(p[s], p[t]) for p in shots]
+        plans[f"{s}-{t}"] = {"src": s, "tgt": t, "shots": examples,
+                             "prompts": [build_prompt(examples, item[s]) for item in test],
+                             "references": [item[t] for item in test]}  # fmt: skip
+    paths = [resolve_model(m) for m in cfg.models]  # fail on a missing model before any work
+    device = resolve_device(cfg.device)
+    bf16 = use_bf16(cfg.bf16, device)
+    results, samples = [], []
+    first: dict[str, list[str]] = {}
+    for name, path, label in zip(cfg.models, paths, model_labels(cfg.models)):
+        model, tokenizer = load_model(path, device), load_tokenizer(path)
+        start = document_start(tokenizer)
+        entry: dict[str, Any] = {"label": label, "model": str(name), "model_path": str(Path(path).resolve()),
+                                 "tokenizer_sha256": file_fingerprint(resolve_tokenizer(path) / "tokenizer.json"),
+                                 "doc_start": start.token, "doc_start_rule": start.rule, "bf16": bf16,
+                                 "device": str(device), "directions": {}}  # fmt: skip
+        for key, plan in plans.items():
+            caps = token_caps(
+                tokenizer, plan["references"], cfg.max_new_tokens_factor, cfg.max_new_tokens_extra
+            )
+            generated = generate(
+                model, tokenizer, plan["prompts"], caps, batch_size=cfg.batch_size, bf16=bf16
+            )
+            outputs = [text.strip() for text, _ in generated]
+            scores = score(outputs, plan["references"], seed=cfg.seed, baseline=first.get(key))
+            first.setdefault(key, outputs)
+            entry["directions"][key] = {
+                **scores, "truncation_rate": sum(t for _, t in generated) / len(generated),
+                "off_target_rate": off_target_rate(outputs, plan["tgt"]),
+                "max_new_tokens": {"min": min(caps), "max": max(caps), "mean": sum(caps) / len(caps)},
+            }  # fmt: skip
+            for i, (prompt, output, ref, cap, (_, cut)) in enumerate(
+                zip(plan["prompts"], outputs, plan["references"], caps, generated)
+            ):
+                samples.append({"model": label, "direction": key, "item": i, "prompt": prompt, "output": output,
+                                "reference": ref, "max_new_tokens": cap, "truncated": cut})  # fmt: skip
+        results.append(entry)
+        del model
+    depends_on = ["shots", "template", "doc_start", "max_new_tokens_rule", "seed", "model_path",
+                  "tokenizer_sha256", "pairs_sha256", "split", "max_items", "bf16"]  # fmt: skip
+    write_json_atomic(out / RESULTS_JSON, {
+        "pairs": str(cfg.pairs), "pairs_sha256": file_fingerprint(cfg.pairs), "src": cfg.src, "tgt": cfg.tgt,
+        "split": cfg.split, "max_items": cfg.max_items, "items": len(test), "seed": cfg.seed,
+        "template": {"shot": SHOT_TEMPLATE, "separator": SHOT_SEPARATOR, "query": QUERY_TEMPLATE,
+                     "prefix": "the document-start token before every prompt",
+                     "stop": "greedy; the output is cut at its first newline and stripped",
+                     "texts": "both sides' whitespace runs (newlines included) become one space"},
+        "n_shots": cfg.shots, "shots": {k: p["shots"] for k, p in plans.items()},
+        "max_new_tokens_rule": MAX_NEW_TOKENS_RULE, "max_new_tokens_factor": cfg.max_new_tokens_factor,
+        "max_new_tokens_extra": cfg.max_new_tokens_extra,
+        "bootstrap": {"resamples": N_BOOTSTRAP, "seed": cfg.seed, "ci95": "2.5 and 97.5 percentiles",
+                      "p_vs_first": "paired bootstrap resampling (sacrebleu / Moses), the first model the baseline"},
+        "score_depends_on": depends_on, "models": results,
+    })  # fmt: skip
+    write_text_atomic(out / SAMPLES_JSONL, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    figures = {r["label"]: {k: {m: d[m] for m in ("chrf++", "bleu", "n")} for k, d in r["directions"].items()}
+               for r in results}  # fmt: skip
+    return {"models": figures, "items": len(test), "bf16": bf16, "device": str(device)}
+
+
+def print_translate(record: dict[str, Any], out: Path) -> None:
+    """What ``eval translate`` prints: models and directions side by side (from ``out/results.json``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    results = json.loads((Path(out) / RESULTS_JSON).read_text(encoding="utf-8"))
+    table = Table(title=f"{out}: {results['n_shots']}-shot translation, 95% interval (higher is better)")
+    for column in (
+        "model",
+        "direction",
+        "n",
+        "chrF++",
+        "chrF",
+        "BLEU",
+        "p vs first",
+        "truncated",
+        "off-target",
+    ):
+        table.add_column(column, justify="left" if column in ("model", "direction") else "right")
+    for m in results["models"]:
+        for key, d in m["directions"].items():
+            cells = [f"{d[k]:.1f} [{d[f'{k}_ci95'][0]:.1f}, {d[f'{k}_ci95'][1]:.1f}]" for k in METRICS]
+            p = d.get("chrf++_p_vs_first")
+            table.add_row(m["label"], key, str(d["n"]), *cells, "" if p is None else f"{p:.3f}",
+                          f"{d['truncation_rate']:.0%}", f"{d['off_target_rate']:.0%}")  # fmt: skip
+    console = Console()
+    console.print(table)
+    console.print(f"prompt: shots {SHOT_TEMPLATE!r} joined by {SHOT_SEPARATOR!r}, then {QUERY_TEMPLATE!r}; "
+                  f"after {results['models'][0]['doc_start']!r}; greedy, cut at the first newline")  # fmt: skip
