@@ -13,7 +13,7 @@ How a score is made (everything that moves it is recorded in ``results.json``):
 * **Texts.** Whitespace runs in both sides (newlines included) become one space, in prompts and
   references alike: a newline would end the output.
 * **Generation.** Greedy, batched with left padding and a KV cache, stopped at the first newline
-  (``stop_strings``) and cut there. Each item may generate at most
+  (any token holding a newline ends an output) and cut there. Each item may generate at most
   ``ceil(max_new_tokens_factor · reference tokens) + max_new_tokens_extra`` tokens, counted in the
   model's own tokenizer, so the model with the worse tokenizer is not cut short by a fixed cap; a batch
   generates up to its longest item's cap and every output is then cut to its own, so an output does not
@@ -127,6 +127,11 @@ def cut_output(tokenizer: PreTrainedTokenizerBase, generated: list[int], cap: in
     return text, not stopped and len(generated) >= cap
 
 
+def newline_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids of every token whose text contains a newline (one decode per vocabulary entry)."""
+    return [i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])]
+
+
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], caps: list[int], *,
              batch_size: int = 8, bf16: bool = False) -> list[tuple[str, bool]]:  # fmt: skip
     """Greedy continuation of each prompt (after the document-start token), cut at its first newline and
@@ -137,6 +142,10 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     from langadapt.runtime import autocast, model_device
 
     start = document_start(tokenizer)
+    # Stop on any token that holds a newline: a plain list of stop ids, where transformers' stop_strings
+    # rebuilds its matching tables from the whole vocabulary on every generate() call. The text is cut at
+    # the newline afterwards (cut_output).
+    stop_ids = newline_token_ids(tokenizer) + [t for t in [tokenizer.eos_token_id] if t is not None]
     encoded = [[start.token_id, *ids] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start.token_id
     tokenizer.padding_side = "left"  # padding is built here, left, as generate needs it
@@ -157,7 +166,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
             with torch.inference_mode(), autocast(device, bf16):
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                                      max_new_tokens=max(caps[i] for i in batch), pad_token_id=pad_id,
-                                     stop_strings=["\n"], tokenizer=tokenizer, num_beams=1,
+                                     eos_token_id=stop_ids, num_beams=1,
                                      temperature=None, top_p=None, top_k=None)  # fmt: skip
             for row, i in enumerate(batch):
                 results[i] = cut_output(tokenizer, out[row, width:].tolist(), caps[i])
