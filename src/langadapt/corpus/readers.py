@@ -14,6 +14,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from langadapt.errors import UserError
 
@@ -159,3 +160,33 @@ def _iter_saved_dataset(path: Path, text_field: str) -> Iterator[str]:
         raise UserError(f"dataset has no column {text_field!r} (set --text-field)", path)
     for start in range(0, len(ds), 1024):
         yield from ds[start : start + 1024][text_field]
+
+
+def _open_text(path: Path):
+    return (
+        gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
+    )
+
+
+def iter_json_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every non-blank line of a jsonl[.gz] file, whole records (task and
+    parallel files); a bad line is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found", path)
+    try:
+        with _open_text(path) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"line {lineno} is not JSON ({exc.msg})", path) from exc
+                if not isinstance(record, dict):
+                    raise UserError(f"line {lineno} is not a JSON object", path)
+                yield lineno, record
+    except UnicodeDecodeError as exc:
+        raise UserError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", path) from exc
+    except (gzip.BadGzipFile, EOFError) as exc:
+        raise UserError(f"cannot read: {exc}", path) from exc

@@ -25,16 +25,15 @@ How an item is scored (recorded in ``results.json``, because each choice moves t
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.config import ChoiceConfig
+from langadapt.corpus.readers import iter_json_records
+from langadapt.data.tokens import file_sha256, tokenizer_fingerprint
 from langadapt.errors import UserError
 from langadapt.runs import write_json_atomic, write_text_atomic
 
@@ -76,39 +75,11 @@ class Item:
         return [CONTINUATION_TEMPLATE.format(choice=c) for c in self.choices]
 
 
-def _open_text(path: Path):
-    return (
-        gzip.open(path, "rt", encoding="utf-8") if path.name.endswith(".gz") else open(path, encoding="utf-8")
-    )
-
-
-def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) of every non-blank line; a bad line is a UserError naming the file."""
-    if not path.is_file():
-        raise UserError("file not found", path)
-    try:
-        with _open_text(path) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"line {lineno} is not JSON ({exc.msg})", path) from exc
-                if not isinstance(record, dict):
-                    raise UserError(f"line {lineno} is not a JSON object", path)
-                yield lineno, record
-    except UnicodeDecodeError as exc:
-        raise UserError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", path) from exc
-    except (gzip.BadGzipFile, EOFError) as exc:
-        raise UserError(f"cannot read: {exc}", path) from exc
-
-
 def read_task(path: str | Path, max_items: int | None = None) -> list[Item]:
     """The items of a task file (every line is checked; the first ``max_items`` are returned)."""
     path = Path(path)
     items = []
-    for lineno, rec in _json_lines(path):
+    for lineno, rec in iter_json_records(path):
         for key in ("question", "choices", "answer"):
             if key not in rec:
                 raise UserError(f"line {lineno} has no field {key!r}", path)
@@ -131,15 +102,6 @@ def read_task(path: str | Path, max_items: int | None = None) -> list[Item]:
     if not items:
         raise UserError("task file holds no items", path)
     return items[:max_items]
-
-
-def file_fingerprint(path: str | Path) -> str:
-    """sha256 of a file, first 16 hex digits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------- scoring
@@ -337,7 +299,7 @@ def evaluate_choice(cfg: ChoiceConfig, out: Path) -> dict[str, Any]:
     paths = [resolve_model(m) for m in cfg.models]  # fail on a missing model before any work
     device = resolve_device(cfg.device)
     bf16 = use_bf16(cfg.bf16, device)
-    task = {"task": str(cfg.task), "task_sha256": file_fingerprint(cfg.task), "max_items": cfg.max_items,
+    task = {"task": str(cfg.task), "task_sha256": file_sha256(Path(cfg.task))[:16], "max_items": cfg.max_items,
             "items": len(items)}  # fmt: skip
     scoring = {"prompt_template": PROMPT_TEMPLATE, "continuation_template": CONTINUATION_TEMPLATE,
                "split": "lm-eval: trailing whitespace of the prompt moves to the continuation; the prompt + "
@@ -352,7 +314,7 @@ def evaluate_choice(cfg: ChoiceConfig, out: Path) -> dict[str, Any]:
         logprobs, info = score_items(model, tokenizer, items, batch_size=cfg.batch_size, bf16=bf16)
         tokens = info.pop("tokens")
         results.append({"label": label, "model": str(name), "model_path": str(Path(path).resolve()),
-                        "tokenizer_sha256": file_fingerprint(resolve_tokenizer(path) / "tokenizer.json"),
+                        "tokenizer_sha256": tokenizer_fingerprint(resolve_tokenizer(path))[:16],
                         **summarize(items, logprobs), **info, "bf16": bf16, "device": str(device)})  # fmt: skip
         for i, (item, lps) in enumerate(zip(items, logprobs)):
             picks = predictions(item.choices, lps)

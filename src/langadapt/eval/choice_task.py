@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.config import MakeChoiceConfig
+from langadapt.corpus.readers import iter_json_records
 from langadapt.errors import UserError
-from langadapt.eval.choice import TASK_JSONL, _json_lines
+from langadapt.eval.choice import TASK_JSONL
 from langadapt.runs import write_text_atomic
 
 QUESTION_TEMPLATE = "{src}: {src_text}\n{tgt}:"
@@ -30,7 +31,7 @@ def read_pairs(path: str | Path, src: str, tgt: str, split: str | None) -> list[
     """The pairs of a parallel jsonl[.gz] with both fields non-blank, of ``split`` where a pair has one."""
     path = Path(path)
     pairs, total = [], 0
-    for lineno, rec in _json_lines(path):
+    for lineno, rec in iter_json_records(path):
         total += 1
         for lang in (src, tgt):
             if lang not in rec:

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.config import TranslateConfig
+from langadapt.data.tokens import file_sha256, tokenizer_fingerprint
 from langadapt.errors import UserError
-from langadapt.eval.choice import file_fingerprint
 from langadapt.eval.choice_task import read_pairs
 from langadapt.runs import write_json_atomic, write_text_atomic
 
@@ -276,7 +276,7 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
         model, tokenizer = load_model(path, device), load_tokenizer(path)
         start = document_start(tokenizer)
         entry: dict[str, Any] = {"label": label, "model": str(name), "model_path": str(Path(path).resolve()),
-                                 "tokenizer_sha256": file_fingerprint(resolve_tokenizer(path) / "tokenizer.json"),
+                                 "tokenizer_sha256": tokenizer_fingerprint(resolve_tokenizer(path))[:16],
                                  "doc_start": start.token, "doc_start_rule": start.rule, "bf16": bf16,
                                  "device": str(device), "directions": {}}  # fmt: skip
         for key, plan in plans.items():
@@ -304,7 +304,7 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
     depends_on = ["shots", "template", "doc_start", "max_new_tokens_rule", "seed", "model_path",
                   "tokenizer_sha256", "pairs_sha256", "split", "max_items", "bf16"]  # fmt: skip
     write_json_atomic(out / RESULTS_JSON, {
-        "pairs": str(cfg.pairs), "pairs_sha256": file_fingerprint(cfg.pairs), "src": cfg.src, "tgt": cfg.tgt,
+        "pairs": str(cfg.pairs), "pairs_sha256": file_sha256(Path(cfg.pairs))[:16], "src": cfg.src, "tgt": cfg.tgt,
         "split": cfg.split, "max_items": cfg.max_items, "items": len(test), "seed": cfg.seed,
         "template": {"shot": SHOT_TEMPLATE, "separator": SHOT_SEPARATOR, "query": QUERY_TEMPLATE,
                      "prefix": "the document-start token before every prompt",
