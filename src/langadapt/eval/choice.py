@@ -43,9 +43,9 @@ if TYPE_CHECKING:
     from langadapt.eval.bpb import DocStart
 
 RESULTS_JSON = "results.json"
-"""What ``eval choice`` writes: every model's scores and what they depend on."""
+"""What an eval stage (choice, translate) writes: every model's scores and what they depend on."""
 SAMPLES_JSONL = "samples.jsonl"
-"""What ``eval choice`` writes: one line per item and model (prompt, choices, log-probabilities, prediction)."""
+"""What an eval stage writes: one line per item and model (prompt, output or choices, reference)."""
 TASK_JSONL = "task.jsonl"
 """What ``eval make-choice`` writes (the ``--task`` of ``eval choice``)."""
 PROMPT_TEMPLATE = "{context}{question}"

@@ -35,16 +35,13 @@ from typing import TYPE_CHECKING, Any
 from langadapt.config import TranslateConfig
 from langadapt.data.tokens import file_sha256, tokenizer_fingerprint
 from langadapt.errors import UserError
+from langadapt.eval.choice import RESULTS_JSON, SAMPLES_JSONL  # every eval stage's file names
 from langadapt.eval.choice_task import read_pairs
 from langadapt.runs import write_json_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-RESULTS_JSON = "results.json"
-"""Every model's scores per direction and what they depend on."""
-SAMPLES_JSONL = "samples.jsonl"
-"""One line per model, direction and item: prompt, output, reference."""
 SHOT_TEMPLATE = "{src_text} = {tgt_text}"
 SHOT_SEPARATOR = "\n\n"
 QUERY_TEMPLATE = "{src_text} ="
