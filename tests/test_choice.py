@@ -273,3 +273,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, tiny_ti
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(path) in err and message in err, err
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no output folder, no work folder
+
+
+def test_mcnemar_counts_only_the_items_the_models_disagree_on():
+    from langadapt.eval.choice import mcnemar_p
+
+    same = [True, False, True, True]
+    assert mcnemar_p(same, same) == 1.0  # no disagreement: no evidence of a difference
+    # 10 items the second gets right and the first does not, none the other way: 2 / 2**10
+    assert mcnemar_p([False] * 10 + [True] * 5, [True] * 15) == pytest.approx(2 / 1024)
+    # a balanced disagreement is no difference at all, whatever the shared items
+    assert mcnemar_p([True, False] * 5, [False, True] * 5) == 1.0

@@ -14,7 +14,7 @@ COMMANDS = [
     ["tokenizer", "extend"], ["tokenizer", "stats"], ["tokenizer", "sweep"],
     ["embeddings", "init"], ["embeddings", "distill"], ["eval", "bpb"],
     ["data", "pack"], ["train", "pretrain"], ["corpus", "prepare"], ["eval", "choice"], ["eval", "make-choice"],
-    ["eval", "translate"],
+    ["eval", "translate"], ["report"],
 ]  # fmt: skip
 
 

@@ -35,4 +35,4 @@ def test_demo_adapts_smollm2_to_hungarian(tmp_path):
     # Continual pretraining: the targets.
     assert final["target"]["bpb"] <= 0.75 * base["target"]["bpb"]
     assert final["english"]["bpb"] <= 1.01 * base["english"]["bpb"]
-    assert (run / "report.md").exists() and "bits/byte" in result.stdout
+    assert (run / "report" / "report.md").exists() and "bits/byte" in result.stdout

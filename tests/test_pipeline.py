@@ -52,6 +52,9 @@ choice: {{}}
 translate:
   shots: 2
   max_items: 3
+samples:
+  per_language: 1
+  max_new_tokens: 4
 """
 
 
@@ -81,20 +84,31 @@ def test_recipe_runs_every_stage_then_skips_them(recipe, tmp_path, capsys):
     assert metrics["models"][0]["english"]["tokens"] == metrics["models"][-1]["english"]["tokens"]
     assert metrics["models"][-1]["target"]["tokens"] < metrics["models"][0]["target"]["tokens"]
     choice = json.loads((run / "eval-choice" / "results.json").read_text())
-    assert len(choice["models"]) == 4 and all(m["n"] == 6 for m in choice["models"])
+    # the task evaluations compare the base model with the final one; bpb covers every model
+    final = [metrics["models"][0]["model"], metrics["models"][-1]["model"]]
+    assert [m["model"] for m in choice["models"]] == final and all(m["n"] == 6 for m in choice["models"])
     translate = json.loads((run / "eval-translate" / "stage.json").read_text())
-    assert translate["config"]["tgt"] == "hu" and translate["config"]["models"] == [m["model"] for m in metrics["models"]]
-    for stage in stages:
+    assert translate["config"]["tgt"] == "hu" and translate["config"]["models"] == final
+    for stage in [*stages, "eval-samples"]:
         config = json.loads((run / stage / "stage.json").read_text())["config"]
         assert config.get("text_field", "content") == "content", stage
-    report = (run / "report.md").read_text()
-    assert "bits/byte" in report and (run / "plots" / "metrics.png").exists()
-    assert "bits/byte" in capsys.readouterr().out
+    samples = json.loads((run / "eval-samples" / "results.json").read_text())
+    assert [p["lang"] for p in samples["prompts"]] == ["hu", "en"] and len(samples["models"]) == 2
+    report = (run / "report" / "report.md").read_text()
+    for title in ("Headline", "Tokenizer: fertility", "Bits per byte", "Training", "Translation",
+                  "Multiple choice", "Translation samples", "Samples", "Stage timings", "Recipe"):
+        assert f"## {title}\n" in report, title
+    assert (run / "report" / "plots" / "bpb.png").exists() and (run / "report" / "DONE").exists()
+    out = capsys.readouterr().out
+    assert "bits/byte" in out and "report/report.md" in out
 
     stamps = {s: (run / s / "DONE").stat().st_mtime_ns for s in stages}
+    report_stamp = (run / "report" / "DONE").stat().st_mtime_ns
     main(["run", str(recipe)])
     assert {s: (run / s / "DONE").stat().st_mtime_ns for s in stages} == stamps
-    assert "done, skipped" in capsys.readouterr().out
+    assert (run / "report" / "DONE").stat().st_mtime_ns != report_stamp  # the report is rebuilt, not skipped
+    out = capsys.readouterr().out
+    assert "done, skipped" in out and "[report] running" in out
 
 
 def test_dry_run_writes_nothing(recipe, tmp_path, capsys):

@@ -22,9 +22,9 @@ IDS = [s.name for s in STAGES]
 def click_command(stage: Stage):
     import typer
 
-    group, name = stage.command.split()
+    group, _, name = stage.command.rpartition(" ")
     root = typer.main.get_command(app)
-    return root.commands[group].commands[name]
+    return root.commands[group].commands[name] if group else root.commands[name]
 
 
 def default_of(f: dataclasses.Field):
@@ -36,12 +36,18 @@ def test_every_config_field_is_an_option_with_the_same_default(stage):
     params = {p.name: p for p in click_command(stage).params}
     for f in dataclasses.fields(stage.config):
         assert f.name in params, f"{stage.command}: no --{f.name.replace('_', '-')}"
+        if f.name == stage.run_arg:  # the positional RUN_DIR
+            assert params[f.name].required and params[f.name].param_type_name == "argument"
+            continue
         got, want = params[f.name].default, default_of(f)
         if isinstance(want, (list, tuple)):
             got, want = list(got or []), list(want)
         assert got == want, f"{stage.command} --{f.name}: default {got!r}, config {want!r}"
         assert params[f.name].help.startswith(C.field_docs(stage.config)[f.name][:30])
-    assert params["out"].required
+    if stage.run_arg:
+        assert "out" not in params
+    else:
+        assert params["out"].required
 
 
 @pytest.mark.parametrize("stage", STAGES, ids=IDS)

@@ -3,8 +3,8 @@
 Each stage subcommand has one option per field of its config dataclass (name, type, default, and help
 from the field's docstring), builds the config from them and hands it to the stage runner, which owns
 skip / resume / commit (:func:`langadapt.runs.run_stage`). Hand-written here: only what is not a stage
-(``run``, ``demo``, ``tokenizer stats``, ``model-path``, ``version``). A :class:`UserError` becomes one
-line on stderr and exit code 2.
+(``run``, ``demo``, ``tokenizer stats``, ``model-path``, ``version``). A one-word stage command is a
+top-level one (``report RUN_DIR``). A :class:`UserError` becomes one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def demo(
 
 def _run_recipe_file(path: Path, runs_dir: Path | None, dry_run: bool) -> None:
     """Load a recipe (its relative paths are relative to the file), run it, print the summary."""
-    from langadapt.eval.report import print_summary
+    from langadapt.eval.report import print_headline
     from langadapt.pipeline import load_recipe_file, run_recipe
 
     recipe = load_recipe_file(path)
@@ -76,7 +76,7 @@ def _run_recipe_file(path: Path, runs_dir: Path | None, dry_run: bool) -> None:
         recipe.runs_dir = str(runs_dir)
     run_dir = run_recipe(recipe, dry_run=dry_run)
     if not dry_run:
-        print_summary(run_dir)
+        print_headline(run_dir)
 
 
 @app.command()
@@ -118,15 +118,23 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def stage_parameters(stage: Stage) -> list[inspect.Parameter]:
-    """One ``--option`` per config field (type, default, help = the field's docstring), then ``--out``."""
+    """One ``--option`` per config field (type, default, help = the field's docstring), then ``--out``;
+    a stage of a run (``run_arg``) takes that field as its positional argument instead of ``--out``."""
     docs = C.field_docs(stage.config)
     hints = typing.get_type_hints(stage.config)
     params = []
     for f in dataclasses.fields(stage.config):
         help_text = docs.get(f.name, "") + (" (path)" if C.is_path_field(f) else "")
+        if f.name == stage.run_arg:
+            argument = typer.Argument(help=docs.get(f.name, ""), show_default=False, metavar=f.name.upper())
+            params.insert(0, inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                               annotation=Annotated[hints[f.name], argument]))  # fmt: skip
+            continue
         option = typer.Option(help=help_text, show_default=not C.is_path_field(f))
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=_default(f),
                                         annotation=Annotated[hints[f.name], option]))  # fmt: skip
+    if stage.run_arg:
+        return params
     out = typer.Option(help="Output folder (a finished one of the same config is skipped, an unfinished one "
                        "resumed where the stage can).")  # fmt: skip
     params.append(inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[Path, out]))
@@ -139,7 +147,13 @@ def stage_command(stage: Stage) -> Callable[..., None]:
     def command(**kwargs: Any) -> None:
         from langadapt.runs import run_stage
 
-        out = kwargs.pop("out")
+        if stage.run_arg:  # the output goes inside the run folder, which must exist
+            run_dir = Path(kwargs[stage.run_arg])
+            if not run_dir.is_dir():
+                raise UserError("no such run folder", run_dir)
+            out = run_dir / stage.folder
+        else:
+            out = kwargs.pop("out")
         # list(): a copy, since typer hands the same default list to every call
         cfg = stage.config(**{k: list(v) if isinstance(v, list) else v for k, v in kwargs.items()})
         record = run_stage(stage, cfg, out)
@@ -158,8 +172,8 @@ def stage_command(stage: Stage) -> Callable[..., None]:
 
 
 for _stage in STAGES:
-    _group, _name = _stage.command.split()
-    GROUPS[_group].command(_name)(stage_command(_stage))
+    _group, _, _name = _stage.command.rpartition(" ")
+    (GROUPS[_group] if _group else app).command(_name)(stage_command(_stage))
 
 
 def multi_value_options(argv: list[str]) -> set[str]:

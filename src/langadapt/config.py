@@ -416,6 +416,9 @@ class EvalConfig:
     """Held-out English text."""
     max_docs: int | None = 64
     """Documents per corpus (None: all)."""
+    max_doc_chars: int | None = None
+    """Each document cut to its first max_doc_chars characters, at a word boundary: the same text for every
+    model; more, shorter documents cover more of a corpus for the same compute (None: whole documents)."""
     batch_size: int = 8
     """Windows per forward pass."""
     max_len: int = 1024
@@ -432,6 +435,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.max_docs is not None and self.max_docs <= 0:
             raise ConfigError("max_docs must be > 0 (or None: all)")
+        if self.max_doc_chars is not None and self.max_doc_chars <= 0:
+            raise ConfigError("max_doc_chars must be > 0 (or None: whole documents)")
         if self.batch_size <= 0 or not 0 < self.stride < self.max_len:
             raise ConfigError("batch_size must be > 0 and stride between 1 and max_len - 1")
         check_device(self.device)
@@ -536,6 +541,61 @@ class TranslateConfig:
         check_device(self.device)
 
 
+@dataclass(kw_only=True)
+class ReportConfig:
+    run_dir: str = path()
+    """Run folder to report on (recipe: the run's own folder); the report goes to its report/."""
+    translation_samples: int = 3
+    """Translation items shown per direction, every model's output beside the source and reference."""
+    max_sample_chars: int = 600
+    """Longest prompt, output or reference shown in a samples section (longer ones are cut, marked …)."""
+    significance: float = 0.05
+    """A difference from the base (first) model is called significant when its p-value is below this."""
+
+    def __post_init__(self) -> None:
+        if self.translation_samples < 0 or self.max_sample_chars <= 0:
+            raise ConfigError("translation_samples must be >= 0 and max_sample_chars > 0")
+        if not 0 < self.significance < 1:
+            raise ConfigError("significance must be between 0 and 1")
+
+
+@dataclass(kw_only=True)
+class SamplesConfig:
+    models: list[str] = paths()
+    """Models to compare, each continuing the same fixed prompts."""
+    prompts: str = path()
+    """Prompts jsonl, one {"lang", "prompt"} object a line (empty: openings of the held-out text below)."""
+    target: list[str] = paths()
+    """Held-out target-language text the prompts are taken from when no prompts file is given."""
+    english: list[str] = paths()
+    """Held-out English text the prompts are taken from when no prompts file is given."""
+    tgt: str = ""
+    """Language code recorded for the target-language prompts (recipe: the recipe's target_lang)."""
+    per_language: int = 3
+    """Prompts taken from each held-out corpus: the openings of its first documents."""
+    min_chars: int = 60
+    """A prompt comes from the first paragraph of a document with at least this many characters."""
+    prompt_chars: int = 80
+    """Prompts are that paragraph's first characters, cut back to a word boundary."""
+    max_new_tokens: int = 40
+    """Tokens generated at most (greedy; an output also ends at its first newline)."""
+    batch_size: int = 8
+    """Prompts generated at once (left-padded, KV cache)."""
+    bf16: bool | None = None
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
+    text_field: str = "text"
+    """Field or column that holds the text."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
+
+    def __post_init__(self) -> None:
+        if self.per_language <= 0 or self.max_new_tokens <= 0 or self.batch_size <= 0:
+            raise ConfigError("per_language, max_new_tokens and batch_size must be > 0")
+        if not 0 < self.min_chars <= self.prompt_chars:
+            raise ConfigError("min_chars must be > 0 and at most prompt_chars")
+        check_device(self.device)
+
+
 # -------------------------------------------------------------------------------------------- recipe
 
 
@@ -590,6 +650,11 @@ class Recipe:
     """Multiple-choice accuracy of every model of the run, on make_choice's task by default (omit to skip)."""
     translate: TranslateConfig | None = None
     """Few-shot translation (chrF++, BLEU) of every model of the run, on data.parallel (omit to skip)."""
+    samples: SamplesConfig | None = None
+    """Continuations of fixed prompts by every model of the run, for a human to read (omit to skip)."""
+    report: ReportConfig | None = None
+    """report.md and plots/ from the run's records, rebuilt on every run; runs whenever an eval stage does
+    (omit: defaults)."""
 
 
 # ------------------------------------------------------------------------------------- YAML mapping

@@ -19,6 +19,9 @@ from langadapt import config as C
 from langadapt.runs import check_finished, is_done, run_stage, to_jsonable, write_text_atomic
 from langadapt.stages import BY_NAME, STAGES, Stage
 
+EVAL_STAGES = ("eval", "choice", "translate", "samples")
+"""A recipe with any of these sections gets the report (the ``report`` stage, last) too."""
+
 
 @dataclass
 class PlannedStage:
@@ -30,6 +33,11 @@ class PlannedStage:
     @property
     def name(self) -> str:
         return self.stage.name
+
+    @property
+    def skipped(self) -> bool:
+        """Finished, so the runner returns it as it is (a rebuilt stage, the report, never is)."""
+        return self.done and not self.stage.rebuild
 
 
 def load_recipe_file(path: Path) -> C.Recipe:
@@ -118,15 +126,23 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
         models.append(str(dirs["pretrain"] / "final"))
     if recipe.eval:
         add("eval", models=models, target=d.target_valid, english=d.english_valid)
+    # Generation and multiple choice cost far more per model than bits per byte: by default they compare
+    # the base model with the run's final one (a section that lists models keeps its own).
+    compared = [models[0], models[-1]] if len(models) > 1 else models
     if recipe.make_choice:
         add("make_choice", pairs=d.parallel, tgt=recipe.target_lang)
     if recipe.choice:
         from langadapt.eval.choice import TASK_JSONL
 
         task = str(dirs["make_choice"] / TASK_JSONL) if recipe.make_choice else ""
-        add("choice", models=models, task=task)
+        add("choice", models=compared, task=task)
     if recipe.translate:
-        add("translate", models=models, pairs=d.parallel, tgt=recipe.target_lang)
+        add("translate", models=compared, pairs=d.parallel, tgt=recipe.target_lang)
+    if recipe.samples:
+        add("samples", models=compared, target=d.target_valid, english=d.english_valid, tgt=recipe.target_lang)
+    if recipe.report or any(getattr(recipe, name, None) for name in EVAL_STAGES):
+        recipe.report = recipe.report or C.ReportConfig()
+        add("report", run_dir=str(run_dir))
     return stages
 
 
@@ -135,23 +151,19 @@ def run_recipe(recipe: C.Recipe, *, dry_run: bool = False, log: Callable[[str], 
     run_dir = Path(recipe.runs_dir) / recipe.name
     stages = plan(recipe)
     for stage in stages:  # a finished stage of another config is refused now, before any work
-        if stage.done:
+        if stage.skipped:
             check_finished(stage.name, stage.out, to_jsonable(stage.config), tuple(stage.stage.runtime_only))
     for stage in stages:
-        state = "done, skipped" if stage.done else ("would run" if dry_run else "running")
+        state = "done, skipped" if stage.skipped else ("would run" if dry_run else "running")
         log(f"[{stage.name}] {state} -> {stage.out}")
     if dry_run:
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / "recipe.yaml", C.dump_recipe(recipe))
     for stage in stages:
-        if not stage.done:
+        if not stage.skipped:
             log(f"[{stage.name}] started")
         record = run_stage(stage.stage, stage.config, stage.out, log=log)  # checks a finished one's config
-        if not stage.done:
+        if not stage.skipped:
             log(f"[{stage.name}] done in {record.get('seconds', 0):.1f} s")
-    if recipe.eval:
-        from langadapt.eval.report import write_report
-
-        write_report(run_dir)
     return run_dir

@@ -5,7 +5,8 @@
 into a work folder ``.<out>.partial/`` beside ``out``; the runner
 
 * returns a finished ``out`` of the same config as it is (skipped), and refuses one of another config
-  with one line naming the differing keys;
+  with one line naming the differing keys (a ``rebuild`` stage, derived from other stages' records,
+  computes anew and replaces a finished ``out`` at the commit);
 * resumes an unfinished work folder of the same config where the stage can resume (it keeps its
   checkpoints there), refuses one of another config, and starts over where the stage cannot resume;
 * records the config the work started with (``started.json``), then ``stage.json`` (resolved config,
@@ -190,7 +191,13 @@ def commit(work: Path, out: Path, record: dict[str, Any]) -> None:
     write_json_atomic(work / STAGE_JSON, record)
     mark_done(work)
     (work / STARTED_JSON).unlink(missing_ok=True)
-    os.replace(work, out)
+    if out.exists():  # a rebuilt stage: its finished output is replaced only now
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(work, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, out)
 
 
 def check_finished(name: str, out: Path, config: dict[str, Any], ignore: tuple[str, ...]) -> dict | None:
@@ -235,11 +242,13 @@ def run_stage(stage: Any, cfg: Any, out: Path, log: Any = print) -> dict[str, An
     out = Path(out)
     config = to_jsonable(cfg)
     ignore = tuple(stage.runtime_only)
-    record = check_finished(stage.name, out, config, ignore)
+    # a rebuilt stage's finished output is replaced at the commit, whatever config made it
+    rebuild = stage.rebuild and is_done(out)
+    record = None if rebuild else check_finished(stage.name, out, config, ignore)
     if record is not None:
         return {**record, "skipped": True}
     work = work_folder(out)
-    if is_done(work) and is_main_process():  # committed, then a crash before the rename
+    if is_done(work) and is_main_process() and not stage.rebuild:  # committed, then a crash before the rename
         os.replace(work, out)
         return run_stage(stage, cfg, out, log)
     resumed = prepare_work(stage.name, work, config, resumable=stage.resumable, ignore=ignore)

@@ -40,6 +40,12 @@ class Stage:
     """``module:function`` printing a finished stage's record on the terminal (CLI only)."""
     commits_itself: bool = False
     """The stage commits its own output through :func:`langadapt.runs.commit` (datatrove's last job)."""
+    rebuild: bool = False
+    """Derived from other stages' records: a finished output is replaced on every run (never skipped or
+    refused)."""
+    run_arg: str | None = None
+    """Config field naming a run folder: the subcommand's positional argument, and the output goes to
+    ``<that folder>/<folder>`` (no ``--out``)."""
 
     def function(self) -> Callable[[Any, Path], dict[str, Any]]:
         return _load(self.entry)
@@ -87,6 +93,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("translate", "eval translate", "eval-translate", C.TranslateConfig, "langadapt.eval.translate:evaluate_translate",
           "Few-shot translation (greedy) of several models on parallel text: chrF++, chrF, BLEU, off-target rate.",
           show="langadapt.eval.translate:print_translate"),
+    Stage("samples", "eval samples", "eval-samples", C.SamplesConfig, "langadapt.eval.samples:generate_samples",
+          "Greedy continuations of fixed prompts (target language and English) by several models, to read.",
+          show="langadapt.eval.samples:print_samples"),
+    Stage("report", "report", "report", C.ReportConfig, "langadapt.eval.report:build_report",
+          "report.md and plots/ from a run's own records (tables, plots, samples, timings, recipe).",
+          runtime_only=(), show="langadapt.eval.report:print_report", rebuild=True, run_arg="run_dir"),
 )  # fmt: skip
 
 BY_NAME = {stage.name: stage for stage in STAGES}
@@ -107,7 +119,8 @@ def recipe_reference() -> str:
         docs = C.field_docs(cls)
         lines.append(f"## `{section}` ({cls.__name__})")
         if stage is not None:
-            lines += ["", f"`langadapt {stage.command} ... --out DIR` — {stage.help} Run folder: `{stage.folder}/`."]
+            usage = f"{stage.command} RUN_DIR" if stage.run_arg else f"{stage.command} ... --out DIR"
+            lines += ["", f"`langadapt {usage}` — {stage.help} Run folder: `{stage.folder}/`."]
         lines += ["", "| key | default | meaning |", "|---|---|---|"]
         for f in dataclasses.fields(cls):
             if cls is C.Recipe and f.name in ("data", *BY_NAME):

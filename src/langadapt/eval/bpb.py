@@ -69,7 +69,9 @@ def document_start(tokenizer: PreTrainedTokenizerBase) -> DocStart:
 
 def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: list[str], start: DocStart) -> list[list[int]]:
     """Token ids of each document, after the document-start token."""
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    # verbose=False: a document longer than the model's context is fine here (it is scored in windows);
+    # transformers would warn that it "will result in indexing errors"
+    encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
     return [[start.token_id, *ids] for ids in encoded]
 
 
@@ -198,29 +200,44 @@ def bpb_by_corpus(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, te
     return {name: bpb_of_model(model, tokenizer, docs, **kwargs) for name, docs in texts.items()}
 
 
-def read_heldout(corpora: dict[str, list[str]], max_docs: int | None,
-                 text_field: str = "text") -> dict[str, list[str]]:  # fmt: skip
+def read_heldout(corpora: dict[str, list[str]], max_docs: int | None, text_field: str = "text",
+                 max_chars: int | None = None) -> dict[str, list[str]]:  # fmt: skip
     """``{"target": [...], "english": [...]}``: the first ``max_docs`` documents of each named corpus
-    (corpora without files are left out), read once, up front."""
+    (corpora without files are left out), each cut to its first ``max_chars`` characters
+    (:func:`cut_document`), read once, up front."""
     from langadapt.corpus.readers import check_corpus, iter_documents
 
     return {
-        name: list(iter_documents(check_corpus(files, text_field), text_field, max_docs))
+        name: [cut_document(doc, max_chars) for doc in iter_documents(check_corpus(files, text_field),
+                                                                       text_field, max_docs)]
         for name, files in corpora.items()
         if files
-    }
+    }  # fmt: skip
+
+
+def cut_document(text: str, max_chars: int | None) -> str:
+    """The first ``max_chars`` characters of ``text``, cut back to the last whitespace if there is one in
+    the second half (unspaced scripts: at ``max_chars``). Cutting text, not tokens, gives every model the
+    same bytes to score, whatever its tokenizer."""
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return cut[:space] if space >= max_chars // 2 else cut
 
 
 def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval bpb``): score every model in ``cfg.models`` on the same held-out target and
     English documents, each with its own tokenizer; write ``out/metrics.json``. The first model is the
     reference the others are compared with (the runner lists the base model first)."""
+    from langadapt.eval.lmeval import export_bpb
     from langadapt.models import load_tokenizer, resolve_model
     from langadapt.runtime import load_model, resolve_device, use_bf16
 
     if not cfg.models:
         raise UserError("eval needs at least one model (--models)")
-    texts = read_heldout({"target": cfg.target, "english": cfg.english}, cfg.max_docs, cfg.text_field)
+    texts = read_heldout({"target": cfg.target, "english": cfg.english}, cfg.max_docs, cfg.text_field,
+                         cfg.max_doc_chars)
     if not texts:
         raise UserError("eval needs held-out text (--target and/or --english)")
     paths = [resolve_model(m) for m in cfg.models]  # fail on a missing model before any work
@@ -233,8 +250,10 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
                                stride=cfg.stride, bf16=bf16)  # fmt: skip
         results.append({"label": label, "model": str(name), **scores})
         del model
-    metrics = {"models": results, "docs": {k: len(v) for k, v in texts.items()}, "device": str(device)}
+    metrics = {"models": results, "docs": {k: len(v) for k, v in texts.items()}, "max_doc_chars": cfg.max_doc_chars,
+               "device": str(device)}  # fmt: skip
     write_json_atomic(out / METRICS_JSON, metrics)
+    export_bpb(out, texts, cfg, paths, bf16)  # out/lm-eval/: the same documents as lm-eval tasks
     return {"models": [r["label"] for r in results], "bf16": bf16, "device": str(device)}
 
 

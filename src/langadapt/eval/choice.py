@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,19 +266,38 @@ def interval95(correct: list[bool]) -> tuple[float, float, float | None]:
     return max(0.0, mean - Z95 * stderr), min(1.0, mean + Z95 * stderr), stderr
 
 
-def summarize(items: list[Item], logprobs: list[list[float]]) -> dict[str, Any]:
-    """acc / acc_norm / acc_bytes with their intervals, n and the chance level, from per-choice log-probs."""
+def mcnemar_p(first: list[bool], other: list[bool]) -> float:
+    """Two-sided exact McNemar p-value of two models' 0/1 outcomes on the same items: a binomial test on
+    the items exactly one of them gets right (1.0 when there are none)."""
+    b = sum(f and not o for f, o in zip(first, other))
+    c = sum(o and not f for f, o in zip(first, other))
+    n, k = b + c, min(b, c)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def correct_by_metric(items: list[Item], logprobs: list[list[float]]) -> dict[str, list[bool]]:
+    """Per metric, whether each item's pick is its answer."""
     picks = [predictions(item.choices, lps) for item, lps in zip(items, logprobs)]
+    return {metric: [p[metric] == item.answer for p, item in zip(picks, items)] for metric in METRICS}
+
+
+def summarize(items: list[Item], logprobs: list[list[float]],
+              baseline: dict[str, list[bool]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """acc / acc_norm / acc_bytes with their intervals, n and the chance level, from per-choice log-probs;
+    with ``baseline`` (the first model's :func:`correct_by_metric`) each metric's McNemar p-value against it."""
     out: dict[str, Any] = {
         "n": len(items),
         "chance": sum(1 / len(item.choices) for item in items) / len(items),
     }
-    for metric in METRICS:
-        correct = [p[metric] == item.answer for p, item in zip(picks, items)]
+    for metric, correct in correct_by_metric(items, logprobs).items():
         low, high, stderr = interval95(correct)
         out[metric] = sum(correct) / len(correct)
         out[f"{metric}_ci95"] = [low, high]
         out[f"{metric}_stderr"] = stderr
+        if baseline is not None:
+            out[f"{metric}_p_vs_first"] = mcnemar_p(baseline[metric], correct)
     return out
 
 
@@ -288,6 +308,7 @@ def evaluate_choice(cfg: ChoiceConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval choice``): score every model in ``cfg.models`` on the same items of
     ``cfg.task``, each with its own tokenizer; write ``out/results.json`` and ``out/samples.jsonl``."""
     from langadapt.eval.bpb import model_labels
+    from langadapt.eval.lmeval import export_choice
     from langadapt.models import load_tokenizer, resolve_model, resolve_tokenizer
     from langadapt.runtime import load_model, resolve_device, use_bf16
 
@@ -307,15 +328,21 @@ def evaluate_choice(cfg: ChoiceConfig, out: Path) -> dict[str, Any]:
                "prefix": "the document-start token before every prompt (given, not scored)",
                "acc": "argmax of the summed log-probability of the continuation's tokens",
                "acc_norm": "argmax of the sum / characters of the choice (lm-eval completion_len, no leading space)",
-               "acc_bytes": "argmax of the sum / UTF-8 bytes of the choice", "ci95": CI_METHOD}  # fmt: skip
+               "acc_bytes": "argmax of the sum / UTF-8 bytes of the choice", "ci95": CI_METHOD,
+               "p_vs_first": "two-sided exact McNemar test against the first model on the same items"}  # fmt: skip
     results, samples = [], []
+    baseline = None
     for name, path, label in zip(cfg.models, paths, model_labels(cfg.models)):
         model, tokenizer = load_model(path, device), load_tokenizer(path)
+        started = time.perf_counter()
         logprobs, info = score_items(model, tokenizer, items, batch_size=cfg.batch_size, bf16=bf16)
+        seconds = time.perf_counter() - started
         tokens = info.pop("tokens")
         results.append({"label": label, "model": str(name), "model_path": str(Path(path).resolve()),
                         "tokenizer_sha256": tokenizer_fingerprint(resolve_tokenizer(path))[:16],
-                        **summarize(items, logprobs), **info, "bf16": bf16, "device": str(device)})  # fmt: skip
+                        **summarize(items, logprobs, baseline), **info, "bf16": bf16, "device": str(device),
+                        "scoring_seconds": seconds, "seconds_per_item": seconds / len(items)})  # fmt: skip
+        baseline = baseline or correct_by_metric(items, logprobs)
         for i, (item, lps) in enumerate(zip(items, logprobs)):
             picks = predictions(item.choices, lps)
             samples.append({"model": label, "item": i, "prompt": item.prompt, "continuations": item.continuations(),
@@ -328,6 +355,7 @@ def evaluate_choice(cfg: ChoiceConfig, out: Path) -> dict[str, Any]:
     write_json_atomic(out / RESULTS_JSON, {**task, "scoring": scoring, "score_depends_on": depends_on,
                                            "models": results})  # fmt: skip
     write_text_atomic(out / SAMPLES_JSONL, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    export_choice(out, items, cfg, paths, bf16)  # out/lm-eval/: the same items as lm-eval tasks
     return {"models": {r["label"]: {k: r[k] for k in ("n", *METRICS)} for r in results}, "items": len(items),
             "bf16": bf16, "device": str(device)}  # fmt: skip
 
@@ -339,11 +367,12 @@ def print_choice(record: dict[str, Any], out: Path) -> None:
 
     results = json.loads((Path(out) / RESULTS_JSON).read_text(encoding="utf-8"))
     table = Table(title=f"{out}: multiple-choice accuracy, 95% interval (higher is better)")
-    for column in ("model", "n", *METRICS):
+    for column in ("model", "n", *METRICS, "p vs first (acc)"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for m in results["models"]:
         cells = [f"{m[k]:.3f} [{m[f'{k}_ci95'][0]:.2f}, {m[f'{k}_ci95'][1]:.2f}]" for k in METRICS]
-        table.add_row(m["label"], str(m["n"]), *cells)
+        p = m.get("acc_p_vs_first")
+        table.add_row(m["label"], str(m["n"]), *cells, "" if p is None else f"{p:.3f}")
     console = Console()
     console.print(table)
     first = results["models"][0]

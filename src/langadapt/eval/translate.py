@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -238,6 +239,7 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval translate``): every model translates the same items with the same shots;
     write ``out/results.json`` and ``out/samples.jsonl``."""
     from langadapt.eval.bpb import document_start, model_labels
+    from langadapt.eval.lmeval import export_translate
     from langadapt.models import load_tokenizer, resolve_model, resolve_tokenizer
     from langadapt.runtime import load_model, resolve_device, use_bf16
 
@@ -280,9 +282,11 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
             caps = token_caps(
                 tokenizer, plan["references"], cfg.max_new_tokens_factor, cfg.max_new_tokens_extra
             )
+            started = time.perf_counter()
             generated = generate(
                 model, tokenizer, plan["prompts"], caps, batch_size=cfg.batch_size, bf16=bf16
             )
+            seconds = time.perf_counter() - started
             outputs = [text.strip() for text, _ in generated]
             scores = score(outputs, plan["references"], seed=cfg.seed, baseline=first.get(key))
             first.setdefault(key, outputs)
@@ -290,6 +294,7 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
                 **scores, "truncation_rate": sum(t for _, t in generated) / len(generated),
                 "off_target_rate": off_target_rate(outputs, plan["tgt"]),
                 "max_new_tokens": {"min": min(caps), "max": max(caps), "mean": sum(caps) / len(caps)},
+                "generation_seconds": seconds, "seconds_per_item": seconds / len(generated),
             }  # fmt: skip
             for i, (prompt, output, ref, cap, (_, cut)) in enumerate(
                 zip(plan["prompts"], outputs, plan["references"], caps, generated)
@@ -315,6 +320,7 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
         "score_depends_on": depends_on, "models": results,
     })  # fmt: skip
     write_text_atomic(out / SAMPLES_JSONL, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    export_translate(out, plans, cfg, paths, bf16)  # out/lm-eval/: the same prompts as lm-eval tasks
     figures = {r["label"]: {k: {m: d[m] for m in ("chrf++", "bleu", "n")} for k, d in r["directions"].items()}
                for r in results}  # fmt: skip
     return {"models": figures, "items": len(test), "bf16": bf16, "device": str(device)}

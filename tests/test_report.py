@@ -1,0 +1,294 @@
+"""``langadapt report RUN_DIR``: every table from the run's own records, numbers as in the results files,
+valid PNG plots, partial runs, markdown-safe samples, rebuilt on rerun, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from langadapt import config as C
+from langadapt.cli import main
+from langadapt.errors import UserError
+from langadapt.runs import is_done, run_stage, work_folder
+from langadapt.stages import BY_NAME, Stage
+
+HOSTILE = 'a | b\n<script>alert(1)</script> *not bold* `x` [link](http://e.x) $x$'
+MODELS = ["base", "init", "pretrain"]
+
+
+def _write(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def _stage(run: Path, name: str, seconds: float, **figures) -> Path:
+    folder = run / BY_NAME[name].folder if name in BY_NAME else run / "eval-samples"
+    _write(folder / "stage.json", {"stage": name, "langadapt_version": "0.1.0", "git_commit": "0123456789abcdef",
+                                   "seconds": seconds, "config": {}, **figures})  # fmt: skip
+    (folder / "DONE").write_text("2025-01-01T00:00:00\n")
+    return folder
+
+
+def _fert(tpw: float, bpt: float, docs: int = 10) -> dict:
+    return {"docs": docs, "words": 1000, "tokens": int(1000 * tpw), "tokens_per_word": tpw, "bytes_per_token": bpt}
+
+
+def _corpus(bpb: float, tpw: float) -> dict:
+    return {"bpb": bpb, "tokens_per_word": tpw, "nats": 100.0, "bytes": 1234, "tokens": 300, "words": 90, "docs": 4,
+            "doc_start": "<|endoftext|>", "doc_start_rule": "document separator", "max_len": 64, "stride": 32,
+            "bf16": False}  # fmt: skip
+
+
+def _direction(chrf: float, p: float | None) -> dict:
+    d = {"n": 3, "chrf++": chrf, "chrf++_ci95": [chrf - 2.5, chrf + 3.25], "chrf": chrf + 1, "chrf_ci95": [chrf - 1, chrf + 4],
+         "bleu": chrf / 10, "bleu_ci95": [chrf / 20, chrf / 5], "truncation_rate": 1 / 3, "off_target_rate": 0.0,
+         "max_new_tokens": {"min": 9, "max": 20, "mean": 14.5}}  # fmt: skip
+    if p is not None:
+        d.update({"chrf++_p_vs_first": p, "chrf_p_vs_first": p, "bleu_p_vs_first": p})
+    return d
+
+
+def _choice_model(label: str, acc: float, p: float | None) -> dict:
+    m = {"label": label, "model": f"/m/{label}", "n": 20, "chance": 0.25}
+    for k, v in (("acc", acc), ("acc_norm", acc + 0.05), ("acc_bytes", acc - 0.05)):
+        m.update({k: v, f"{k}_ci95": [v - 0.2, v + 0.2], f"{k}_stderr": 0.1})
+        if p is not None:
+            m[f"{k}_p_vs_first"] = p
+    return m
+
+
+def make_run(root: Path, skip: tuple[str, ...] = ()) -> Path:
+    """A finished run's records in the real formats (small numbers, written by hand)."""
+    run = root / "fx"
+    run.mkdir(parents=True)
+    if "recipe" not in skip:
+        _write(run / "recipe.yaml", "langadapt_version: 0.1.0\nname: fx\nnote: '```'\neval: {}\n")
+    if "extend" not in skip:
+        tok = _stage(run, "extend", 2.5)
+        fert = {k: {"before": _fert(b, 2.0), "after": _fert(a, 4.5)} for k, b, a in
+                (("target", 4.25, 1.8085), ("target_heldout", 4.1459, 1.763), ("english", 1.6289, 1.6289),
+                 ("english_heldout", 1.5434, 1.5434))}  # fmt: skip
+        _write(tok / "extension.json", {"base_vocab_size": 600, "added": 60, "new_vocab_size": 660,
+                                        "english_heldout_changed": {"changed": 0, "docs": 10}, "fertility": fert})  # fmt: skip
+    if "sweep" not in skip:
+        rows = [{"size": s, "added": s, "target": {"tokens_per_word": t, "tokens_per_char": 0.3, "bytes_per_token": 3.0},
+                 "english": {"tokens_per_word": 1.55, "tokens_per_char": 0.3, "bytes_per_token": 3.9}}
+                for s, t in ((0, 4.2), (500, 2.6), (1000, 2.2), (2000, 2.0), (4000, 1.9))]  # fmt: skip
+        _write(_stage(run, "sweep", 30.0) / "sweep.json", {"base": "b", "heldout_every": 10, "threshold": 0.1,
+                                                           "suggested_size": 1000, "curve_still_falling": False,
+                                                           "rows": rows})  # fmt: skip
+    if "eval" not in skip:
+        models = [{"label": label, "model": f"/m/{label}", "target": _corpus(b, t), "english": _corpus(e, 1.5)}
+                  for label, b, t, e in (("base", 2.2328803952, 4.24, 0.9064), ("init", 2.0619, 1.87, 0.9071),
+                                         ("pretrain", 1.5683650207, 1.87, 0.8151))]  # fmt: skip
+        _write(_stage(run, "eval", 12.0) / "metrics.json", {"models": models, "docs": {"target": 4, "english": 4}})
+    if "pretrain" not in skip:
+        pre = _stage(run, "pretrain", 61.25, steps=6, planned_steps=6, tokens=768, tokens_per_s=12.6,
+                     trainable_params=1000, total_params=2000, trainable="full", final={"weights": "best", "step": 6})
+        lines = [{"step": i, "total": 6, "loss": 6 - 0.5 * i, "lr": 1e-3, "grad_norm": 1.0, "tokens": 128 * i,
+                  "seconds": 1.0, "tokens_per_s": 128.0, "mfu": None} for i in range(1, 7)]  # fmt: skip
+        lines.insert(3, {"kind": "eval", "step": 3, "target_bpb": 2.5, "english_bpb": 1.1, "seconds": 0.5})
+        lines.append({"kind": "eval", "step": 6, "target_bpb": 2.1, "english_bpb": 1.05, "seconds": 0.5})
+        _write(pre / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in lines))
+    if "distill" not in skip:
+        _stage(run, "distill", 7.0, seconds_per_stage={"distill": 4.0, "calibrate": 2.0},
+               loss={"distill": {"first": 1.2, "last": 0.8}, "calibrate": {"first": 7.7, "last": 7.4}},
+               losses={"distill": [1.2, 1.0, 0.9, 0.8], "calibrate": [7.7, 7.5, 7.4]})  # fmt: skip
+    if "translate" not in skip:
+        tr = _stage(run, "translate", 20.0)
+        models = [{"label": "base", "model": "/m/base", "directions": {"en-hu": _direction(8.2589594, None),
+                                                                       "hu-en": _direction(14.6967, None)}},
+                  {"label": "pretrain", "model": "/m/pretrain", "directions": {"en-hu": _direction(17.1211, 0.001),
+                                                                               "hu-en": _direction(14.2231, 0.33)}}]  # fmt: skip
+        _write(tr / "results.json", {
+            "src": "en", "tgt": "hu", "items": 3, "n_shots": 2,
+            "template": {"shot": "{src_text} = {tgt_text}", "separator": "\n\n", "query": "{src_text} ="},
+            "bootstrap": {"resamples": 1000, "seed": 0, "ci95": "2.5 and 97.5 percentiles",
+                          "p_vs_first": "paired bootstrap resampling"}, "models": models})  # fmt: skip
+        samples = [{"model": m, "direction": d, "item": i, "prompt": f"Shot one. = Egy.\n\nSource {i} {d}. =",
+                    "output": HOSTILE if m == "pretrain" else f"out {i}", "reference": f"Ref {i}",
+                    "max_new_tokens": 12, "truncated": m == "base"}
+                   for m in ("base", "pretrain") for d in ("en-hu", "hu-en") for i in range(4)]  # fmt: skip
+        _write(tr / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    if "choice" not in skip:
+        _write(_stage(run, "choice", 9.5) / "results.json", {
+            "items": 20, "scoring": {"acc": "argmax of the summed log-probability", "ci95": "normal approximation",
+                                     "p_vs_first": "two-sided exact McNemar test"},
+            "models": [_choice_model("base", 0.25, None), _choice_model("pretrain", 0.6, 0.0123)]})  # fmt: skip
+    if "samples" not in skip:
+        prompts = [{"lang": "hu", "prompt": "A LibreOffice | Calc"}, {"lang": "en", "prompt": "To insert <b>"}]
+        _write(_stage(run, "samples", 3.0) / "results.json", {
+            "prompts": prompts, "max_new_tokens": 16, "generation": "greedy",
+            "models": [{"label": label, "model": f"/m/{label}", "distinct_bigrams_mean": 0.5, "prompt_language_share": 1.0,
+                        "samples": [{**p, "output": HOSTILE if label == "pretrain" else "plain", "truncated": False,
+                                     "output_lang": p["lang"]} for p in prompts]}
+                       for label in ("base", "pretrain")]})  # fmt: skip
+    return run
+
+
+def report_of(run: Path) -> str:
+    main(["report", str(run)])
+    return (run / "report" / "report.md").read_text(encoding="utf-8")
+
+
+def section(report: str, title: str) -> str:
+    return report.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of every table row in ``text`` (split at pipes that are not escaped)."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("|") and not line.startswith("|---"):
+            rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]])
+    return rows
+
+
+TITLES = ("Headline", "Tokenizer: fertility", "Tokenizer: sweep", "Bits per byte", "Training", "Translation",
+          "Multiple choice", "Translation samples", "Samples", "Stage timings", "Recipe")  # fmt: skip
+
+
+def test_every_table_and_valid_pngs(tmp_path, capsys):
+    import matplotlib.image
+
+    run = make_run(tmp_path)
+    report = report_of(run)
+    assert [t for t in TITLES if f"\n## {t}\n" not in report] == []
+    plots = sorted((run / "report" / "plots").glob("*.png"))
+    names = {p.name for p in plots}
+    assert names == {"fertility.png", "sweep.png", "bpb.png", "pretrain_loss.png", "pretrain_eval_bpb.png",
+                     "distill_loss.png", "translation.png", "choice.png"}  # fmt: skip
+    assert set(re.findall(r'<img src="plots/([^"]+)"', report)) == names
+    for png in plots:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        height, width = matplotlib.image.imread(png).shape[:2]
+        assert width == 1400 and height > 500, png.name  # 7 in at 200 dpi, shown 700 px wide
+    out = capsys.readouterr().out
+    assert "target bits/byte" in out and str(run / "report" / "report.md") in out
+    assert "`eval/metrics.json`" in section(report, "Bits per byte")  # every table names its file
+    assert "````yaml\n" in section(report, "Recipe")  # the recipe holds ```: a longer fence
+
+
+def test_numbers_are_the_results_files(tmp_path):
+    run = make_run(tmp_path)
+    report = report_of(run)
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    bpb_rows = {r[0]: r for r in table_rows(section(report, "Bits per byte"))[1:]}
+    for m in metrics["models"]:
+        row = bpb_rows[m["label"]]
+        assert [float(c) for c in row[1:]] == [round(m[c][k], 3) for c in ("target", "english")
+                                              for k in ("bpb", "tokens_per_word")]  # fmt: skip
+    head = {r[0]: r for r in table_rows(section(report, "Headline"))[1:]}
+    base, last = metrics["models"][0]["target"]["bpb"], metrics["models"][-1]["target"]["bpb"]
+    assert head["target bits/byte"][1:4] == [f"{base:.3f}", f"{last:.3f}",
+                                             f"{last - base:+.3f} ({(last - base) / base * 100:+.1f}%)"]  # fmt: skip
+    assert head["en→hu chrF++"][1:6] == ["8.26", "17.12", "+8.86 (+107.3%)", "0.001", "yes"]
+    assert head["multiple-choice acc"][1:6] == ["0.250", "0.600", "+0.350 (+140.0%)", "0.012", "yes"]
+    translation = {(r[0], r[1]): r for r in table_rows(section(report, "Translation"))[1:]}
+    assert translation[("pretrain", "hu→en")][3:6] == ["14.22 [11.72, 17.47]", "0.330", "no"]
+    assert translation[("base", "en→hu")][4:6] == ["—", "baseline"]
+    choice = {r[0]: r for r in table_rows(section(report, "Multiple choice"))[1:]}
+    assert choice["pretrain"][2:5] == ["0.600 [0.400, 0.800]", "0.012", "yes"]
+    fert = {r[0]: r for r in table_rows(section(report, "Tokenizer: fertility"))[1:]}
+    assert fert["target, training"][3:5] == ["4.250", "1.808"]  # 1.8085 in the file
+    timings = {r[0]: r for r in table_rows(section(report, "Stage timings"))[1:]}
+    assert timings["pretrain"][2] == "61.2" and timings["**total**"][2] == "**145.2**"  # 61.25, 145.25
+    evals = table_rows(section(report, "Training").split("Evaluations during training", 1)[1].split("###")[0])
+    assert evals[1:] == [["3", "384", "2.500", "1.100"], ["6", "768", "2.100", "1.050"]]
+
+
+def test_samples_are_escaped_markdown(tmp_path):
+    report = report_of(make_run(tmp_path))
+    for title in ("Translation samples", "Samples"):
+        text = section(report, title)
+        assert "<script>" not in text and "&lt;script&gt;" in text
+        assert r"a \| b<br>" in text and r"\*not bold\*" in text and r"\[link\]" in text and r"\$x\$" in text
+        for row in table_rows(text):
+            if any("script" in cell for cell in row):
+                assert len(row) == 2, row  # the output's pipe did not open a column
+    samples = section(report, "Translation samples")
+    assert samples.count("**en→hu, item") == 3  # translation_samples defaults to 3 of the 4 items
+    assert "| source | Source 0 en-hu. |" in samples and "base (cut at 12 tokens)" in samples
+    assert "**Prompt 1** (hu): A LibreOffice \\| Calc" in section(report, "Samples")
+
+
+def test_a_run_missing_stages_reports_what_it_has(tmp_path):
+    run = make_run(tmp_path, skip=("sweep", "pretrain", "distill", "translate", "choice", "samples", "recipe"))
+    report = report_of(run)
+    present = [t for t in TITLES if f"\n## {t}\n" in report]
+    assert present == ["Headline", "Tokenizer: fertility", "Bits per byte", "Stage timings"]
+    assert {p.name for p in (run / "report" / "plots").glob("*.png")} == {"fertility.png", "bpb.png"}
+    run2 = make_run(tmp_path / "only-tok", skip=("sweep", "eval", "pretrain", "distill", "translate", "choice",
+                                                 "samples"))  # fmt: skip
+    head = table_rows(section(report_of(run2), "Headline"))  # tokens/word from the tokenizer alone
+    assert head[1][:3] == ["target tokens/word", "4.146", "1.763"]
+
+
+def test_a_finished_report_is_rebuilt_not_skipped_or_refused(tmp_path, capsys):
+    run = make_run(tmp_path)
+    main(["report", str(run)])
+    stamp = (run / "report" / "DONE").stat().st_mtime_ns
+    (run / "eval-choice" / "results.json").unlink()
+    main(["report", str(run), "--significance", "0.2"])  # another config: replaced too
+    assert (run / "report" / "DONE").stat().st_mtime_ns != stamp
+    assert "## Multiple choice" not in (run / "report" / "report.md").read_text()
+    assert "skipped" not in capsys.readouterr().out
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []
+
+
+def test_report_command_errors_are_one_line_exit_2(tmp_path):
+    def langadapt(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "langadapt.cli", *args], capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+
+    missing = langadapt("report", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "no such run folder" in missing.stderr
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "not-a-run").mkdir()
+    (tmp_path / "not-a-run" / "notes.txt").write_text("hi")
+    bad = langadapt("report", str(tmp_path / "not-a-run"))
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "not a langadapt run" in bad.stderr
+    assert sorted(p.name for p in (tmp_path / "not-a-run").iterdir()) == ["notes.txt"]
+    ok = langadapt("report", str(make_run(tmp_path)))
+    assert ok.returncode == 0, ok.stderr
+    assert "report:" in ok.stdout
+
+
+def test_an_existing_report_folder_that_is_not_a_report_is_refused(tmp_path):
+    run = make_run(tmp_path)
+    (run / "report").mkdir()
+    with pytest.raises(UserError, match="not a finished langadapt stage"):
+        run_stage(BY_NAME["report"], C.ReportConfig(run_dir=str(run)), run / "report")
+
+
+def test_a_recipe_with_an_eval_section_ends_with_the_report(tmp_path):
+    from langadapt.pipeline import plan
+
+    stages = plan(C.Recipe(name="x", runs_dir=str(tmp_path), translate=C.TranslateConfig()))
+    assert [s.name for s in stages] == ["translate", "report"] and not stages[-1].skipped
+    assert stages[-1].config.run_dir == str(tmp_path / "x") and stages[-1].out == tmp_path / "x" / "report"
+    assert [s.name for s in plan(C.Recipe(name="y", extend=C.ExtendConfig()))] == ["extend"]
+    report = C.ReportConfig(translation_samples=1)
+    assert plan(C.Recipe(name="z", report=report))[-1].config is report  # a report: section alone
+
+
+# ---------------------------------------------------------------------------- the runner's rebuild flag
+
+
+def _count_entry(cfg, work: Path) -> dict:
+    (work / "n.txt").write_text(str(cfg.translation_samples))
+    return {"n": cfg.translation_samples}
+
+
+def test_runner_replaces_a_finished_rebuild_stage(tmp_path):
+    stage = Stage("report", "test rebuild", "r", C.ReportConfig, "test_report:_count_entry", "toy", rebuild=True)
+    out = tmp_path / "r"
+    run_stage(stage, C.ReportConfig(translation_samples=1), out)
+    record = run_stage(stage, C.ReportConfig(translation_samples=2), out)
+    assert "skipped" not in record and record["n"] == 2 and (out / "n.txt").read_text() == "2"
+    assert is_done(out) and not work_folder(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
