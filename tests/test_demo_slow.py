@@ -35,4 +35,19 @@ def test_demo_adapts_smollm2_to_hungarian(tmp_path):
     # Continual pretraining: the issue's targets.
     assert final["target"]["bpb"] <= 0.75 * base["target"]["bpb"]
     assert final["english"]["bpb"] <= 1.01 * base["english"]["bpb"]
-    assert (run / "report" / "report.md").exists() and "bits/byte" in result.stdout
+    # Task evaluations: measured for the base and the final model in one run, whichever way they move.
+    translate = json.loads((run / "eval-translate" / "results.json").read_text())
+    assert [m["label"] for m in translate["models"]] == ["base", "pretrain"]
+    for m in translate["models"]:
+        assert set(m["directions"]) == {"en-hu", "hu-en"}
+        assert all(0 <= d["chrf++"] <= 100 and d["n"] == translate["items"] for d in m["directions"].values())
+    assert "chrf++_p_vs_first" in translate["models"][1]["directions"]["en-hu"]
+    choice = json.loads((run / "eval-choice" / "results.json").read_text())
+    assert [m["label"] for m in choice["models"]] == ["base", "pretrain"] and choice["items"] > 0
+    samples = json.loads((run / "eval-samples" / "results.json").read_text())
+    assert {p["lang"] for p in samples["prompts"]} == {"hu", "en"}
+    report = (run / "report" / "report.md").read_text()
+    for title in ("Headline", "Translation", "Multiple choice", "Samples", "Stage timings"):
+        assert f"## {title}\n" in report, title
+    assert "report/report.md" in result.stdout and "chrF++" in result.stdout
+    assert minutes < 10.5, f"the demo took {minutes:.1f} min"  # the issue: within 10 minutes on 2 cores

@@ -8,6 +8,7 @@ import pytest
 
 from langadapt.cli import main
 from langadapt.config import load_recipe
+from langadapt.errors import UserError
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "src" / "langadapt" / "recipes").glob("*.yaml"))
 
@@ -18,7 +19,9 @@ def test_the_papers_recipes_are_shipped():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
 def test_recipe_loads_and_dry_runs(path, tmp_path, capsys):
-    recipe = load_recipe(path)
+    from langadapt.pipeline import load_recipe_file
+
+    recipe = load_recipe_file(path)  # extends (the chat demo's) included
     assert recipe.name
     runs = tmp_path / "runs"
     main(["run", str(path), "--dry-run", "--runs-dir", str(runs)])
@@ -37,3 +40,25 @@ def test_papers_settings():
     dicta = load_recipe(RECIPES[0].with_name("dictalm.yaml"))
     assert dicta.target_lang == "he" and dicta.extend.num_new_tokens == 1000
     assert dicta.distill is not None and dicta.pack.ratio == 0.5
+
+
+def test_a_recipe_extends_another_with_paths_relative_to_each_file(tmp_path):
+    from langadapt.pipeline import load_recipe_file
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "chat").mkdir()
+    (tmp_path / "base" / "parent.yaml").write_text(
+        "name: demo\ndata:\n  target_valid: [hu.jsonl]\n  parallel: pairs.jsonl\neval:\n  max_docs: 3\n"
+        "extend:\n  num_new_tokens: 10\n"
+    )
+    (tmp_path / "chat" / "child.yaml").write_text(
+        "extends: ../base/parent.yaml\ndata:\n  english_valid: [en.jsonl]\neval:\n  max_docs: 5\n"
+    )
+    recipe = load_recipe_file(tmp_path / "chat" / "child.yaml")
+    assert recipe.name == "demo" and recipe.extend.num_new_tokens == 10  # kept from the parent
+    assert recipe.eval.max_docs == 5  # a section of the child replaces the parent's
+    assert recipe.data.target_valid == [str(tmp_path / "base" / "hu.jsonl")]  # merged, each file's folder
+    assert recipe.data.english_valid == [str(tmp_path / "chat" / "en.jsonl")]
+    (tmp_path / "base" / "parent.yaml").write_text("extends: ../chat/child.yaml\nname: loop\n")
+    with pytest.raises(UserError, match="cycle"):
+        load_recipe_file(tmp_path / "chat" / "child.yaml")

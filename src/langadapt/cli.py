@@ -36,7 +36,7 @@ GROUPS = {
     "tokenizer": "Extend a tokenizer and measure fertility.",
     "embeddings": "Initialise and distil new-token embeddings.",
     "data": "Mix and pack training data.",
-    "train": "Continual pretraining.",
+    "train": "Continual pretraining, SFT and DPO.",
     "eval": "Tokenizer-independent evaluation.",
 }
 GROUPS = {name: typer.Typer(help=text, no_args_is_help=True) for name, text in GROUPS.items()}
@@ -61,9 +61,11 @@ def run(
 def demo(
     runs_dir: Annotated[Path, typer.Option(help="Where the run folder goes.")] = Path("runs"),
     dry_run: Annotated[bool, typer.Option(help="Only show which stages would run.")] = False,
+    chat: Annotated[bool, typer.Option(help="Then SFT + DPO on demonstration chat data (demo-hu-chat.yaml).")] = False,
 ) -> None:
     """Adapt SmolLM2-135M to Hungarian with the packaged corpus on a CPU, and show what changed."""
-    _run_recipe_file(Path(__file__).parent / "recipes" / "demo-hu.yaml", runs_dir, dry_run)
+    recipe = "demo-hu-chat.yaml" if chat else "demo-hu.yaml"
+    _run_recipe_file(Path(__file__).parent / "recipes" / recipe, runs_dir, dry_run)
 
 
 def _run_recipe_file(path: Path, runs_dir: Path | None, dry_run: bool) -> None:

@@ -316,6 +316,93 @@ class PackConfig:
 
 
 @dataclass(kw_only=True)
+class DataTranslateConfig:
+    input: list[str] = paths()
+    """Chat or preference jsonl[.gz] files (globs allowed) to translate."""
+    kind: str = "auto"
+    """chat ({"messages": [{"role", "content"}, ...]}), preference ({"prompt", "chosen", "rejected"}, plain
+    text or message lists) or auto (decided by each file's first item)."""
+    translator: str = path()
+    """Local model folder that translates: a causal LM or a seq2seq MT model (Marian, NLLB, M2M100, MADLAD)."""
+    translator_kind: str = "auto"
+    """causal, seq2seq or auto (seq2seq when config.json says is_encoder_decoder)."""
+    back_translator: str = path()
+    """Model folder for the round trip, tgt to src (empty: the translator; a one-pair Marian model needs its
+    reverse model here)."""
+    backend: str = "auto"
+    """transformers, vllm (causal translators; pip install 'langadapt[vllm]', a CUDA GPU) or auto (vllm when
+    it is installed and CUDA is present, else transformers)."""
+    src: str = "en"
+    """Language code of the input."""
+    tgt: str = ""
+    """Language code to translate into (recipe: the recipe's target_lang)."""
+    pairs: str = path()
+    """Parallel jsonl[.gz] with a src and a tgt field: the few-shot examples of a causal translator (its
+    train / dev split where the file has a split field)."""
+    prompt: str = "few-shot"
+    """Causal translators: few-shot (eval translate's "{src} = {tgt}" prompt, shots from pairs) or chat (the
+    translator's chat template with chat_instruction)."""
+    shots: int = 4
+    """Few-shot examples per prompt (the same seeded ones for every text of a direction)."""
+    chat_instruction: str = ("Translate the following text from {src} to {tgt}. Keep every marker such as "
+                             "⟦1⟧ unchanged. Reply with the translation only.\n\n{text}")
+    """The user turn of the chat prompt ({src}, {tgt}: language codes; {text}: the text)."""
+    src_tag: str = ""
+    """A multilingual seq2seq model's code for src: NLLB eng_Latn, M2M100 en, MADLAD <2en> (empty: none)."""
+    tgt_tag: str = ""
+    """Its code for tgt: NLLB hun_Latn, M2M100 hu, MADLAD <2hu> (empty: a one-pair model such as Marian)."""
+    batch_size: int = 8
+    """Items per batch (flushed to the work folder together); texts generated at once."""
+    max_new_tokens_factor: float = 2.0
+    """Generated tokens at most: ceil(factor x the source text's tokens in the translator's tokenizer) + extra."""
+    max_new_tokens_extra: int = 8
+    """Added to the generation cap (see max_new_tokens_factor)."""
+    min_script_ratio: float = 0.6
+    """Share of a translation's letters that must be in tgt's script(s) (corpus prepare's measure)."""
+    language_id: bool = True
+    """Drop items whose translations py3langid does not identify as tgt (texts of langid_min_letters or more)."""
+    langid_min_letters: int = 20
+    """Translations with fewer letters are not language-identified (too short to tell)."""
+    min_length_ratio: float = 0.4
+    """Lowest translation / source length in characters (protected spans left out; sources of 20+ only)."""
+    max_length_ratio: float = 2.5
+    """Highest translation / source length in characters."""
+    round_trip: bool = True
+    """Translate every kept translation back and drop items below min_round_trip_chrf."""
+    min_round_trip_chrf: float = 30.0
+    """Lowest sentence chrF (sacrebleu) of a back-translation against its source, 0-100."""
+    max_items: int | None = None
+    """Items translated, the first ones of the input (None: all)."""
+    seed: int = 0
+    """Seed for the few-shot examples."""
+    bf16: bool | None = None
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
+
+    def __post_init__(self) -> None:
+        check_choice("kind", self.kind, ("auto", "chat", "preference"))
+        check_choice("translator_kind", self.translator_kind, ("auto", "causal", "seq2seq"))
+        check_choice("backend", self.backend, ("auto", "transformers", "vllm"))
+        check_choice("prompt", self.prompt, ("few-shot", "chat"))
+        if self.src == self.tgt:
+            raise ConfigError(f"src and tgt must be two different languages, not both {self.src!r}")
+        if not 0 <= self.min_script_ratio <= 1:
+            raise ConfigError(f"min_script_ratio must be in [0, 1], not {self.min_script_ratio}")
+        if not 0 <= self.min_length_ratio <= self.max_length_ratio:
+            raise ConfigError("min_length_ratio must be >= 0 and at most max_length_ratio")
+        if not 0 <= self.min_round_trip_chrf <= 100:
+            raise ConfigError(f"min_round_trip_chrf must be in [0, 100], not {self.min_round_trip_chrf}")
+        if self.shots < 0 or self.langid_min_letters < 0:
+            raise ConfigError("shots and langid_min_letters must be >= 0")
+        if self.batch_size <= 0 or (self.max_items is not None and self.max_items <= 0):
+            raise ConfigError("batch_size must be > 0 and max_items > 0 (or None: all)")
+        if self.max_new_tokens_factor <= 0 or self.max_new_tokens_extra < 0:
+            raise ConfigError("max_new_tokens_factor must be > 0 and max_new_tokens_extra >= 0")
+        check_device(self.device)
+
+
+@dataclass(kw_only=True)
 class PretrainConfig:
     model: str = path()
     """Model folder to continue training (from embeddings init / distill)."""
@@ -404,6 +491,140 @@ def parse_report_to(spec: str) -> list[str]:
     if bad is not None:
         raise ConfigError(f"report_to: unknown tracker {bad!r} (auto, none, or a list of {', '.join(TRACKERS)})")
     return names
+
+
+@dataclass(kw_only=True)
+class AlignConfig:
+    """What ``train sft`` and ``train dpo`` share (each redeclares the defaults SambaLingo sets for it)."""
+
+    model: str = path()
+    """Model folder to fine-tune (SFT: the run's last model; DPO: the SFT stage's final/ folder)."""
+    data: list[str] = paths()
+    """English training data: chat jsonl[.gz] / parquet / datasets folder (SFT: {"messages": [...]}; DPO:
+    {"chosen", "rejected"[, "prompt"]}, plain text or messages)."""
+    translated: list[str] = paths()
+    """The same kind of data in the target language (e.g. machine-translated); mixed in by ratio."""
+    ratio: float = 0.5
+    """Share of translated examples in the mix, from 0 (English only) to 1 (translated only)."""
+    mix_strategy: str = "first_exhausted"
+    """datasets.interleave_datasets stopping strategy: first_exhausted (stop when a source runs out),
+    all_exhausted (oversample the smaller) or all_exhausted_without_replacement."""
+    max_examples: int | None = None
+    """Examples read per source at most, the first ones of its files (None: all)."""
+    chat_template: str = path()
+    """Jinja file of the chat template with {% generation %} markers, for a model whose template langadapt
+    cannot mark itself (empty: the model's own; SambaLingo's plain-text format where it has none)."""
+    max_length: int = 2048
+    """Tokens per sequence at most (longer ones are truncated; with packing, the packed row length)."""
+    lr: float = 2e-5
+    """Peak learning rate."""
+    epochs: float = 1.0
+    """Passes over the mixed data (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Optimizer steps (None: epochs)."""
+    micro_batch: int = 4
+    """Examples per device per forward pass (DPO: pairs)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step (global batch = micro_batch x grad_accum x processes)."""
+    warmup: float = 0.1
+    """Warm-up, as a share of the steps (< 1) or a number of steps (>= 1)."""
+    scheduler: str = "linear"
+    """transformers lr_scheduler_type: linear (decay to 0, SambaLingo), cosine, constant_with_warmup, ..."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (never on norms, biases or row-frozen embedding matrices)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clipping (0: off)."""
+    train: str = "full"
+    """What trains without LoRA: full, or a comma-separated union of embeddings, new-embeddings (only the
+    rows the tokenizer added, the rest bit-identical) and module-name patterns, as in train pretrain."""
+    lora: bool = False
+    """Train LoRA adapters (peft, `pip install "langadapt[lora]"`) instead of the weights; the new token
+    rows of an extended tokenizer train too. final/ holds the merged model."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA alpha (the update is scaled by alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    lora_target: str = "all-linear"
+    """Modules that get adapters: all-linear or a comma-separated list of module names (q_proj,v_proj)."""
+    attention: str = "auto"
+    """Attention kernel: auto (FlashAttention 2 on a GPU when flash-attn is installed, else sdpa), sdpa,
+    eager, flash_attention_2 or flash_attention_3."""
+    eval_english: list[str] = paths()
+    """Held-out English text: bits per byte before and after training (the English-quality check)."""
+    eval_target: list[str] = paths()
+    """Held-out target-language text: bits per byte before and after training."""
+    eval_max_docs: int = 64
+    """Documents per evaluation corpus."""
+    english_tolerance: float = 0.02
+    """A rise of English bits per byte above this share of its value before training is reported as a
+    regression (stage.json english_regressed and a warning)."""
+    checkpoint_every: int = 0
+    """Steps between checkpoints in the work folder, from which an interrupted run resumes (0: none)."""
+    bf16: bool | None = None
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory (trl turns it on by default; here it is off unless asked)."""
+    report_to: str = "none"
+    """Trainer loggers: none, auto (every one installed of tensorboard and wandb), or a comma-separated list."""
+    text_field: str = "text"
+    """Field or column that holds the text of the evaluation corpora."""
+    seed: int = 0
+    """Seed for initialisation, the mix and the data order."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda or mps."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.ratio <= 1:
+            raise ConfigError(f"ratio must be between 0 and 1 (the share of translated examples), not {self.ratio}")
+        check_choice("mix_strategy", self.mix_strategy,
+                     ("first_exhausted", "all_exhausted", "all_exhausted_without_replacement"))  # fmt: skip
+        check_choice("attention", self.attention, ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"))
+        if self.lr <= 0 or self.epochs <= 0 or self.max_length <= 1:
+            raise ConfigError("lr and epochs must be > 0 and max_length > 1")
+        if self.micro_batch <= 0 or self.grad_accum <= 0:
+            raise ConfigError("micro_batch and grad_accum must be > 0")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError("max_steps must be > 0 (or None: epochs)")
+        if self.max_examples is not None and self.max_examples <= 0:
+            raise ConfigError("max_examples must be > 0 (or None: all)")
+        if self.warmup < 0 or self.eval_max_docs <= 0 or self.checkpoint_every < 0:
+            raise ConfigError("warmup must be >= 0, eval_max_docs > 0 and checkpoint_every >= 0")
+        if self.lora and self.train != "full":
+            raise ConfigError("train applies without LoRA only (with lora, the adapters and the new token rows train)")
+        if self.lora_r <= 0 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("lora_r and lora_alpha must be > 0 and lora_dropout in [0, 1)")
+        parse_report_to(self.report_to)
+        check_device(self.device)
+
+
+@dataclass(kw_only=True)
+class SftConfig(AlignConfig):
+    packing: bool = False
+    """Pack several examples into each max_length row with document masking (trl's bfd packing, padding-free:
+    FlashAttention varlen on a GPU, position-id masks on sdpa/eager)."""
+
+
+@dataclass(kw_only=True)
+class DpoConfig(AlignConfig):
+    ratio: float = 0.1
+    """Share of translated preference pairs in the mix, from 0 (English only) to 1 (SambaLingo: ~10%)."""
+    lr: float = 5e-7
+    """Peak learning rate (SambaLingo: 5e-7)."""
+    epochs: float = 3.0
+    """Passes over the mixed pairs (SambaLingo: 3; ignored when max_steps is set)."""
+    beta: float = 0.1
+    """DPO beta: how far the policy may move from the reference (SambaLingo: 0.1)."""
+    precompute_ref_log_probs: bool = True
+    """Score every pair with the reference once before training, so no second model stays in memory."""
+    eval_pairs: int = 64
+    """Training pairs on which reward margin and preference accuracy are measured before and after."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0 or self.eval_pairs <= 0:
+            raise ConfigError("beta and eval_pairs must be > 0")
 
 
 @dataclass(kw_only=True)
@@ -596,6 +817,99 @@ class SamplesConfig:
         check_device(self.device)
 
 
+@dataclass(kw_only=True)
+class MakeChatConfig:
+    pairs: str = path()
+    """Parallel jsonl[.gz] (a field per language code, optionally "split"): the translation tasks."""
+    target: list[str] = paths()
+    """Target-language documents (training text): the native heading-to-paragraph tasks."""
+    english: list[str] = paths()
+    """English documents (training text): the English heading tasks, also the part to translate."""
+    target_heldout: list[str] = paths()
+    """Held-out target-language documents: the headings of eval chat's fixed prompts."""
+    src: str = "en"
+    """Field (language code) of the English side of the pairs."""
+    tgt: str = ""
+    """Field (language code) of the target side (recipe: the recipe's target_lang)."""
+    tgt_name: str = ""
+    """The target language's name in the English prompts, e.g. Hungarian (empty: the code)."""
+    translate_prompt: str = "Translate into {lang}: {text}"
+    """User turn of a translation task ({lang}: the language to translate into, {text}: the sentence)."""
+    heading_prompt: str = "Write the paragraph that follows this heading: {heading}"
+    """User turn of a heading task ({heading}) for English documents."""
+    heading_prompt_tgt: str = ""
+    """The same for target-language documents, in the target language (empty: heading_prompt)."""
+    translation_items: int = 64
+    """Training pairs made into tasks (each gives one task per direction)."""
+    heading_items: int = 64
+    """Heading tasks per language."""
+    heldout_items: int = 24
+    """Held-out preference pairs, chat translation pairs and target-language prompts for eval chat."""
+    heldout_split: str = "valid"
+    """Pairs whose "split" is this are held out; the others are training material."""
+    seed: int = 0
+    """Seed for the sample, the wrong answers and the order."""
+    text_field: str = "text"
+    """Field or column that holds the text."""
+
+    def __post_init__(self) -> None:
+        if min(self.translation_items, self.heading_items, self.heldout_items) <= 0:
+            raise ConfigError("translation_items, heading_items and heldout_items must be > 0")
+        if self.src == self.tgt:
+            raise ConfigError(f"src and tgt must be two different fields, not both {self.src!r}")
+
+
+@dataclass(kw_only=True)
+class EvalChatConfig:
+    models: list[str] = paths()
+    """Models to compare, each through its own chat template (the first is the baseline)."""
+    preferences: str = path()
+    """Held-out preference jsonl (prompt / chosen / rejected, plain or conversational)."""
+    pairs: str = path()
+    """Held-out parallel jsonl for chat translation, src -> tgt."""
+    prompts: str = path()
+    """Fixed target-language user turns, jsonl of {"prompt"} (answers: language share and repetition)."""
+    english: list[str] = paths()
+    """Held-out English text for bits per byte."""
+    src: str = "en"
+    """Field (language code) of the source side of the pairs."""
+    tgt: str = ""
+    """Target language code: the pairs' target field and the language the answers should be in."""
+    tgt_name: str = ""
+    """The target language's name in translate_prompt, e.g. Hungarian (empty: the code)."""
+    translate_prompt: str = "Translate into {lang}: {text}"
+    """User turn of a chat translation ({lang}, {text})."""
+    max_new_tokens: int = 64
+    """Tokens generated at most for an answer to a fixed prompt."""
+    max_new_tokens_factor: float = 1.5
+    """Chat translation cap: ceil(factor x the reference's tokens in the model's tokenizer) + extra."""
+    max_new_tokens_extra: int = 8
+    """Added to the chat translation cap."""
+    max_docs: int | None = 16
+    """Held-out English documents for bits per byte (None: all)."""
+    max_doc_chars: int | None = 2500
+    """Each English document cut to its first max_doc_chars characters (None: whole documents)."""
+    samples: int = 4
+    """Outputs per kind and model kept in samples.jsonl for the report."""
+    batch_size: int = 8
+    """Sequences per forward pass / prompts generated at once."""
+    seed: int = 0
+    """Seed for the bootstrap resamples."""
+    bf16: bool | None = None
+    """bf16 autocast (None: where it is faster, i.e. GPUs and CPUs with native bf16)."""
+    text_field: str = "text"
+    """Field or column that holds the English text."""
+    device: str = "auto"
+    """Where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps."""
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens <= 0 or self.batch_size <= 0 or self.samples < 0:
+            raise ConfigError("max_new_tokens and batch_size must be > 0, samples >= 0")
+        if self.max_new_tokens_factor <= 0 or self.max_new_tokens_extra < 0:
+            raise ConfigError("max_new_tokens_factor must be > 0 and max_new_tokens_extra >= 0")
+        check_device(self.device)
+
+
 # -------------------------------------------------------------------------------------------- recipe
 
 
@@ -640,8 +954,14 @@ class Recipe:
     """DictaLM embedding distillation + LM-head calibration (omit to skip)."""
     pack: PackConfig | None = None
     """Mixing and packing (omit to skip)."""
+    data_translate: DataTranslateConfig | None = None
+    """Machine translation of chat / preference data with a local model (omit to skip)."""
     pretrain: PretrainConfig | None = None
     """Continual pretraining (omit to skip)."""
+    sft: SftConfig | None = None
+    """Supervised fine-tuning on chat data, English and translated mixed (trl; omit to skip)."""
+    dpo: DpoConfig | None = None
+    """Direct preference optimisation from the SFT model (trl; omit to skip)."""
     eval: EvalConfig | None = None
     """Final evaluation (omit to skip)."""
     make_choice: MakeChoiceConfig | None = None
@@ -652,6 +972,11 @@ class Recipe:
     """Few-shot translation (chrF++, BLEU) of every model of the run, on data.parallel (omit to skip)."""
     samples: SamplesConfig | None = None
     """Continuations of fixed prompts by every model of the run, for a human to read (omit to skip)."""
+    make_chat: MakeChatConfig | None = None
+    """Demonstration chat and preference data from data.parallel and the corpora, for sft / dpo / chat
+    (omit to skip)."""
+    chat: EvalChatConfig | None = None
+    """Chat-template evaluation of the model before alignment and after sft / dpo (omit to skip)."""
     report: ReportConfig | None = None
     """report.md and plots/ from the run's records, rebuilt on every run; runs whenever an eval stage does
     (omit: defaults)."""
@@ -711,7 +1036,8 @@ def _coerce(hint: Any, value: Any, *, source: str, where: str) -> Any:
     return value
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def read_recipe_data(path: str | Path) -> dict[str, Any]:
+    """A recipe file's YAML mapping, as written (``extends`` included)."""
     import yaml
 
     path = Path(path)
@@ -721,8 +1047,16 @@ def load_recipe(path: str | Path) -> Recipe:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"not valid YAML ({str(exc).splitlines()[0]})", path) from exc
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError("a recipe must be a mapping", path)
     data = dict(data or {})
     data.pop("langadapt_version", None)  # written into resolved recipes; harmless on reload
+    return data
+
+
+def load_recipe(path: str | Path, data: dict[str, Any] | None = None) -> Recipe:
+    """The recipe of ``path`` (or of its already-read ``data``)."""
+    data = read_recipe_data(path) if data is None else data
     if "name" not in data:
         raise ConfigError("recipe needs a 'name'", path)
     return from_dict(Recipe, data, source=str(path))
@@ -745,9 +1079,12 @@ def field_docs(cls: type) -> dict[str, str]:
     import inspect
     import textwrap
 
-    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-    return {
-        node.target.id: " ".join(nxt.value.value.split())
-        for node, nxt in itertools.pairwise(body)
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
-    }
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):  # a subclass's doc wins
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        docs.update({
+            node.target.id: " ".join(nxt.value.value.split())
+            for node, nxt in itertools.pairwise(body)
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+        })  # fmt: skip
+    return docs

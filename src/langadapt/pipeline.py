@@ -19,7 +19,7 @@ from langadapt import config as C
 from langadapt.runs import check_finished, is_done, run_stage, to_jsonable, write_text_atomic
 from langadapt.stages import BY_NAME, STAGES, Stage
 
-EVAL_STAGES = ("eval", "choice", "translate", "samples")
+EVAL_STAGES = ("eval", "choice", "translate", "samples", "chat")
 """A recipe with any of these sections gets the report (the ``report`` stage, last) too."""
 
 
@@ -40,9 +40,28 @@ class PlannedStage:
         return self.done and not self.stage.rebuild
 
 
-def load_recipe_file(path: Path) -> C.Recipe:
-    """A recipe whose relative paths are relative to the recipe file's folder."""
-    return resolve_paths(C.load_recipe(path), Path(path).resolve().parent)
+def load_recipe_file(path: Path, _seen: tuple[Path, ...] = ()) -> C.Recipe:
+    """A recipe whose relative paths are relative to the recipe file's folder.
+
+    ``extends: OTHER.yaml`` starts from another recipe (its paths relative to *its* folder) and replaces
+    its sections with this file's; ``data`` is merged key by key. The chat demo extends the base demo
+    this way, so the two runs share their stages and a finished base run is skipped.
+    """
+    path = Path(path).resolve()
+    data = C.read_recipe_data(path)
+    parent = data.pop("extends", None)
+    if parent is not None:
+        parent_path = (path.parent / str(parent)).resolve()
+        if parent_path in (*_seen, path):
+            raise C.ConfigError(f"'extends' makes a cycle through {parent_path.name}", path)
+        merged = to_jsonable(load_recipe_file(parent_path, (*_seen, path)))
+        for key, value in data.items():
+            if key == "data" and isinstance(value, dict):
+                merged["data"] = {**merged["data"], **value}
+            else:
+                merged[key] = value
+        data = merged
+    return resolve_paths(C.load_recipe(path, data), path.parent)
 
 
 def resolve_paths(recipe: C.Recipe, base_dir: Path) -> C.Recipe:
@@ -140,10 +159,45 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
         add("translate", models=compared, pairs=d.parallel, tgt=recipe.target_lang)
     if recipe.samples:
         add("samples", models=compared, target=d.target_valid, english=d.english_valid, tgt=recipe.target_lang)
+    _plan_alignment(recipe, add, dirs, models[-1], target_train)
     if recipe.report or any(getattr(recipe, name, None) for name in EVAL_STAGES):
         recipe.report = recipe.report or C.ReportConfig()
         add("report", run_dir=str(run_dir))
     return stages
+
+
+def _plan_alignment(recipe: C.Recipe, add: Callable[..., None], dirs: dict[str, Path], adapted: str,
+                    target_train: list[str]) -> None:  # fmt: skip
+    """The chat stages, after the adapted model's evaluation: data make-chat, data translate, train sft,
+    train dpo, eval chat. Planned last, they add to a run without changing what its evaluations compare,
+    so a recipe that extends a finished base run (the chat demo) skips that run's stages."""
+    from langadapt.data.chat_data import FILES
+    from langadapt.data.translate import TRANSLATED, output_names
+
+    d, chat_data = recipe.data, dirs["make_chat"]
+    made = {role: [str(chat_data / name)] if recipe.make_chat else [] for role, name in FILES.items()}
+    if recipe.make_chat:
+        add("make_chat", pairs=d.parallel, target=target_train, english=d.english_train,
+            target_heldout=d.target_valid, tgt=recipe.target_lang)  # fmt: skip
+    translated: list[str] = []
+    if recipe.data_translate:
+        add("data_translate", input=made["to_translate"], translator=adapted, pairs=d.parallel, tgt=recipe.target_lang)
+        inputs = [Path(p) for p in recipe.data_translate.input]
+        translated = [str(dirs["data_translate"] / TRANSLATED / n) for n in output_names(inputs)]
+    aligned = [adapted]  # the model before alignment, then each aligned one
+    if recipe.sft:
+        add("sft", model=adapted, data=made["sft_english"], translated=made["sft_target"] + translated,
+            eval_english=d.english_valid, eval_target=d.target_valid)  # fmt: skip
+        aligned.append(str(dirs["sft"] / "final"))
+    if recipe.dpo:  # from the SFT folder on disk: trl reloads the reference from there
+        add("dpo", model=aligned[-1], data=made["preferences_english"], translated=made["preferences_target"],
+            eval_english=d.english_valid, eval_target=d.target_valid)  # fmt: skip
+        aligned.append(str(dirs["dpo"] / "final"))
+    if recipe.chat:
+        add("chat", models=aligned, preferences=(made["heldout_preferences"] or [""])[0],
+            pairs=(made["heldout_pairs"] or [""])[0], prompts=(made["heldout_prompts"] or [""])[0],
+            english=d.english_valid, tgt=recipe.target_lang,
+            tgt_name=recipe.make_chat.tgt_name if recipe.make_chat else "")  # fmt: skip
 
 
 def run_recipe(recipe: C.Recipe, *, dry_run: bool = False, log: Callable[[str], None] = print) -> Path:

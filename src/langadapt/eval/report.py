@@ -89,6 +89,8 @@ def files() -> dict[str, str]:
         "translate_samples": f"{folder('translate')}/{SAMPLES_JSONL}",
         "choice": f"{folder('choice')}/{RESULTS_JSON}",
         "samples": f"{folder('samples', 'eval-samples')}/{RESULTS_JSON}",
+        "chat": f"{folder('chat', 'eval-chat')}/{RESULTS_JSON}",
+        "chat_samples": f"{folder('chat', 'eval-chat')}/{SAMPLES_JSONL}",
     }
 
 

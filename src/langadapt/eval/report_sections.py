@@ -29,6 +29,7 @@ def all_sections(run: Any, f: dict[str, str], cfg: ReportConfig, plot: Plot) -> 
         ("Translation samples", translation_samples(run.get(f["translate"]), run.get(f["translate_samples"]),
                                                     f["translate_samples"], cfg)),
         ("Samples", free_samples(run.get(f["samples"]), f["samples"], cfg.max_sample_chars)),
+        ("Chat", chat(run.get(f["chat"]), run.get(f["chat_samples"]), f["chat"], cfg, plot)),
         ("Stage timings", timings(run.stage_records())),
         ("Recipe", recipe(run.get(f["recipe"]), f["recipe"])),
     ]
@@ -261,6 +262,41 @@ def choice(results: dict[str, Any] | None, src: str, alpha: float, plot: Plot) -
                                             title=f"Multiple-choice accuracy with 95% intervals (* p < {alpha:g} "
                                                   f"vs {models[0]['label']})"),
                       "multiple-choice accuracy of each model"))  # fmt: skip
+    return lines
+
+
+def chat(results: dict[str, Any] | None, samples: list[dict[str, Any]] | None, src: str, cfg: ReportConfig,
+         plot: Plot) -> Lines:  # fmt: skip
+    """eval chat: preference accuracy and margin, chat translation, answers' language and repetition,
+    English bits per byte, before (the first model) and after alignment; then a few chat samples."""
+    if not results or not results.get("models"):
+        return []
+    models, alpha = results["models"], cfg.significance
+    header = ["model", "preference acc", "margin (nats)", "chat chrF++ [95% CI]", "p vs first",
+              f"significant (p < {alpha:g})", "answers in target language", "distinct bigrams", "English bits/byte"]  # fmt: skip
+    rows = []
+    for i, m in enumerate(models):
+        pref, tr, pr, en = (m.get(k) or {} for k in ("preferences", "translation", "prompts", "english"))
+        p = tr.get("chrf++_p_vs_first") if i else None
+        rows.append([m["label"], md.num(pref.get("accuracy"), "acc"), md.num(pref.get("margin_nats"), "loss"),
+                     md.with_ci(tr["chrf++"], tr.get("chrf++_ci95"), "score") if tr else "—", md.p_value(p),
+                     "baseline" if not i else significant(p, alpha), md.num(pr.get("target_language_share"), "rate"),
+                     md.num(pr.get("distinct_bigrams_mean"), "rate"), md.num(en.get("bpb"), "bpb")])  # fmt: skip
+    about = ("Through each model's chat template, on held-out material. Preference accuracy: share of held-out "
+             "pairs whose chosen answer gets the higher log-probability; margin: mean chosen − rejected "
+             "log-probability. Chat chrF++: greedy answers to \"" + md.text(results.get("translate_prompt", ""), 80)
+             + "\". Answers to fixed target-language prompts: share identified as the target language, distinct "
+             "word bigrams (1 = no repetition). English bits per byte: lower is better.")  # fmt: skip
+    lines = [about, "", *md.table(header, rows, "lrrrrlrrr"), "", md.source(src), ""]
+    shown: dict[tuple[str, str], int] = {}
+    for s in samples or []:  # the first two of each kind and model
+        key = (s["model"], s["kind"])
+        shown[key] = shown.get(key, 0) + 1
+        if shown[key] <= 2:
+            lines += [f"**{md.text(s['model'], 60)}** ({s['kind']}): {md.text(s['prompt'], cfg.max_sample_chars)}",
+                      "", f"> {md.text(s['output'], cfg.max_sample_chars) or '(empty)'}", ""]  # fmt: skip
+    if samples:
+        lines += [md.source(f"{src.rsplit('/', 1)[0]}/samples.jsonl", note="The first two answers of each kind and model."), ""]
     return lines
 
 

@@ -111,16 +111,17 @@ def token_caps(
     return [math.ceil(factor * len(i)) + extra for i in ids]
 
 
-def cut_output(tokenizer: PreTrainedTokenizerBase, generated: list[int], cap: int) -> tuple[str, bool]:
+def cut_output(tokenizer: PreTrainedTokenizerBase, generated: list[int], cap: int,
+               at_newline: bool = True) -> tuple[str, bool]:  # fmt: skip
     """(text up to the first newline, truncated): ``generated`` cut to ``cap`` tokens and at EOS; truncated
-    means the cap was reached without a newline or EOS."""
+    means the cap was reached without a newline or EOS. ``at_newline=False``: cut at EOS only."""
     ids = list(generated[:cap])
     eos = tokenizer.eos_token_id
     stopped = False
     if eos is not None and eos in ids:
         ids, stopped = ids[: ids.index(eos)], True
     text = tokenizer.decode(ids, skip_special_tokens=True)
-    if "\n" in text:
+    if at_newline and "\n" in text:
         return text.split("\n", 1)[0], False
     return text, not stopped and len(generated) >= cap
 
@@ -131,9 +132,11 @@ def newline_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], caps: list[int], *,
-             batch_size: int = 8, bf16: bool = False) -> list[tuple[str, bool]]:  # fmt: skip
+             batch_size: int = 8, bf16: bool = False, chat: bool = False) -> list[tuple[str, bool]]:  # fmt: skip
     """Greedy continuation of each prompt (after the document-start token), cut at its first newline and
-    to its own cap; (text, truncated) per prompt, in order."""
+    to its own cap; (text, truncated) per prompt, in order. ``chat``: the prompts are rendered chat
+    templates (they hold their own special tokens), read as they are and answered up to the end-of-turn
+    (EOS) token, newlines included."""
     import torch
 
     from langadapt.eval.bpb import document_start
@@ -143,8 +146,10 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
     # Stop on any token that holds a newline: a plain list of stop ids, where transformers' stop_strings
     # rebuilds its matching tables from the whole vocabulary on every generate() call. The text is cut at
     # the newline afterwards (cut_output).
-    stop_ids = newline_token_ids(tokenizer) + [t for t in [tokenizer.eos_token_id] if t is not None]
-    encoded = [[start.token_id, *ids] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    eos = [t for t in [tokenizer.eos_token_id] if t is not None]
+    stop_ids = eos if chat else newline_token_ids(tokenizer) + eos
+    prefix = [] if chat else [start.token_id]
+    encoded = [[*prefix, *ids] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start.token_id
     tokenizer.padding_side = "left"  # padding is built here, left, as generate needs it
     device = model_device(model)
@@ -167,7 +172,7 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
                                      eos_token_id=stop_ids, num_beams=1,
                                      temperature=None, top_p=None, top_k=None)  # fmt: skip
             for row, i in enumerate(batch):
-                results[i] = cut_output(tokenizer, out[row, width:].tolist(), caps[i])
+                results[i] = cut_output(tokenizer, out[row, width:].tolist(), caps[i], at_newline=not chat)
     finally:
         model.train(was_training)
     return results

@@ -44,13 +44,9 @@ def make_accelerator(project_dir: Path | None = None, *, device: str = "auto", b
                      grad_accum: int = 1, micro_batch: int = 1, grad_clip: float = 1.0, compile: bool = False,
                      report_to: str = "none") -> Any:  # fmt: skip
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
     from accelerate.utils import InitProcessGroupKwargs
 
-    if PartialState._shared_state and PartialState().num_processes == 1:
-        # One process (tests, the pipeline): let each run choose its own mixed precision; the
-        # AcceleratorState singleton would otherwise keep the first run's.
-        AcceleratorState._reset_state()
+    reset_single_process_state()
     place = resolve_device(device)
     trackers = resolve_trackers(report_to)
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
@@ -79,6 +75,16 @@ def make_accelerator(project_dir: Path | None = None, *, device: str = "auto", b
             gradient_clipping=max(grad_clip, 0.0),
         )
     return acc
+
+
+def reset_single_process_state(*, device: bool = False) -> None:
+    """One process (tests, the pipeline): let each run choose its own mixed precision (and with ``device``,
+    its device: a transformers Trainer sets up the process state itself); the AcceleratorState singleton
+    would otherwise keep the first run's."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    if PartialState._shared_state and PartialState().num_processes == 1:
+        AcceleratorState._reset_state(reset_partial_state=device)
 
 
 def start_trackers(accelerator: Any, project: str, cfg: Any) -> None:
