@@ -99,3 +99,10 @@ def test_a_preference_item_without_chosen_is_one_line(tmp_path, tiny_tied, capsy
     err = capsys.readouterr().err.strip()
     assert "prefs.jsonl" in err and "'chosen'" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_a_looped_answer_repeats_the_start_of_the_right_one():
+    right = "A hivatkozott cella munkalap- és fájlnevét adja vissza egy komplex szám koszinuszát."
+    bad = CD.looped(right)
+    assert bad != right and bad.startswith("A hivatkozott A hivatkozott")
+    assert len(set(zip(bad.split(), bad.split()[1:]))) <= 2  # a loop: two distinct bigrams

@@ -13,7 +13,9 @@ run and be measured end to end offline:
   ``data translate``), target-language documents give native items (with ``heading_prompt_tgt`` when it
   is set, the English wording otherwise).
 * **Preferences**: the same prompts; chosen = the right answer, rejected = a wrong one: another pair's
-  translation of similar length, or the right paragraph with its words shuffled (seeded). The
+  translation of similar length or the right paragraph with its words shuffled (seeded), and for every
+  other item the right answer degenerating into a loop of its first words (the failure small adapted
+  models show: "a kijelölt vagy a kijelölt vagy ..."). The
   translation and English heading items are the English set, the native heading items the target set.
 * **Held out**: preference items and chat translation pairs from the held-out pairs, and
   target-language heading prompts from the held-out documents, for ``eval chat``.
@@ -85,6 +87,13 @@ def shuffled(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
+def looped(text: str) -> str:
+    """The degenerate answer small models fall into: the first words of ``text`` repeated to its length."""
+    words = text.split()
+    head = words[: max(2, len(words) // 5)]
+    return " ".join((head * (len(words) // len(head) + 1))[: max(len(words), 2 * len(head))])
+
+
 def wrong_answer(answers: list[str], i: int, rng: random.Random) -> str:
     """Another answer of similar length (among the 8 closest in characters), never answer ``i`` itself."""
     target = len(answers[i])
@@ -104,8 +113,10 @@ def translation_items(pairs: list[dict[str, str]], src: str, tgt: str, tgt_name:
         forward = cfg.translate_prompt.format(lang=tgt_name, text=p[src])
         backward = cfg.translate_prompt.format(lang="English", text=p[tgt])
         chats += [chat(forward, p[tgt]), chat(backward, p[src])]
-        prefs += [preference(forward, p[tgt], wrong_answer(to_tgt, i, rng)),
-                  preference(backward, p[src], wrong_answer(to_src, i, rng))]  # fmt: skip
+        # rejected: every other item a wrong translation, the others the right one looping
+        bad_tgt = wrong_answer(to_tgt, i, rng) if i % 2 else looped(p[tgt])
+        bad_src = wrong_answer(to_src, i, rng) if i % 2 else looped(p[src])
+        prefs += [preference(forward, p[tgt], bad_tgt), preference(backward, p[src], bad_src)]
     return chats, prefs
 
 
@@ -113,10 +124,10 @@ def heading_items(headed: list[tuple[str, str]], template: str,
                   rng: random.Random) -> tuple[list[dict], list[dict]]:  # fmt: skip
     """(chat items, preference items) asking for the paragraph under each heading."""
     chats, prefs = [], []
-    for heading, body in headed:
+    for i, (heading, body) in enumerate(headed):
         prompt = template.format(heading=heading)
         chats.append(chat(prompt, body))
-        prefs.append(preference(prompt, body, shuffled(body, rng)))
+        prefs.append(preference(prompt, body, shuffled(body, rng) if i % 2 else looped(body)))
     return chats, prefs
 
 

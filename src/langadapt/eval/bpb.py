@@ -257,12 +257,12 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     return {"models": [r["label"] for r in results], "bf16": bf16, "device": str(device)}
 
 
-def model_labels(models: list[str]) -> list[str]:
-    """Short, distinct names for the models compared: ``base`` for the first (the reference), the stage
-    folder for the others (:func:`model_label`), the path where two would share a name."""
+def model_labels(models: list[str], first: str | None = "base") -> list[str]:
+    """Short, distinct names for the models compared: ``first`` for the first (the reference; None: its
+    own name), the stage folder for the others (:func:`model_label`), the path where two would share one."""
     labels: list[str] = []
     for i, name in enumerate(models):
-        label = "base" if i == 0 else model_label(name)
+        label = first if i == 0 and first is not None else model_label(name)
         labels.append(str(name) if label in labels else label)  # e.g. two runs' pretrain/final
     return labels
 

@@ -130,7 +130,8 @@ def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
     users = [cfg.translate_prompt.format(lang=cfg.tgt_name or cfg.tgt, text=p[cfg.src]) for p in pairs]
     references = [p[cfg.tgt] for p in pairs]
     results, samples, first_outputs = [], [], None
-    for name, path, label in zip(cfg.models, paths, model_labels(cfg.models)):
+    # the first model is the one before alignment (the run's adapted model), not the base: its own name
+    for name, path, label in zip(cfg.models, paths, model_labels(cfg.models, first=None)):
         model, tokenizer = load_model(path, device), load_tokenizer(path)
         model.eval()
         entry: dict[str, Any] = {"label": label, "model": str(name), "bf16": bf16, "device": str(device)}

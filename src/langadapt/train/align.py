@@ -328,3 +328,18 @@ def print_align(record: dict[str, Any], out: Path) -> None:
 
 def _f(value: Any, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def prepare(cfg: AlignConfig, kind: str) -> tuple[Any, dict[str, Any], Setup]:
+    """What SFT and DPO do before building their trainer, in this order so that bad input fails before the
+    model loads: check the model folder, read and mix the ``kind`` data (chat / preference), then load the
+    model and tokenizer (:func:`setup`). Returns (dataset, mix record, setup)."""
+    from langadapt.train.align_data import read_mix
+
+    model_dir = check_model(cfg)
+    dataset, mix = read_mix(cfg.data, cfg.translated, kind, ratio=cfg.ratio, strategy=cfg.mix_strategy,
+                            seed=cfg.seed, max_examples=cfg.max_examples)  # fmt: skip
+    quiet_datasets()
+    reset_accelerate()
+    return dataset, mix, setup(cfg, model_dir)
+

@@ -136,14 +136,16 @@ def read_examples(files: list[str], kind: str, max_examples: int | None = None) 
 
     make = {"chat": chat_example, "preference": preference_example}[kind]
     out: list[dict[str, Any]] = []
-    for path in expand_paths(files):
-        before = len(out)
+    paths = expand_paths(files)
+    for path in paths:
         for where, record in iter_records(Path(path)):
             if max_examples is not None and len(out) >= max_examples:
                 return out
             out.append(make(record, where, Path(path)))
-        if len(out) == before:
-            raise UserError(f"holds no {kind} records", path)
+    # One empty file among others is allowed: data translate's output is empty when its filter drops
+    # every item (a weak translator), and the source's other files still count.
+    if paths and not out:
+        raise UserError(f"holds no {kind} records", paths[0])
     return out
 
 

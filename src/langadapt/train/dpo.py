@@ -18,19 +18,13 @@ from typing import Any
 
 from langadapt.config import DpoConfig
 from langadapt.train import align
-from langadapt.train.align_data import read_mix
 
 
 def build_trainer(cfg: DpoConfig, work: Path) -> tuple[Any, align.Setup, dict[str, Any]]:
     """The DPOTrainer with its tokenized pairs (and reference log-probs); bad input fails before the model loads."""
     from trl import DPOConfig, DPOTrainer
 
-    model_dir = align.check_model(cfg)
-    dataset, mix = read_mix(cfg.data, cfg.translated, "preference", ratio=cfg.ratio, strategy=cfg.mix_strategy,
-                            seed=cfg.seed, max_examples=cfg.max_examples)  # fmt: skip
-    align.quiet_datasets()
-    align.reset_accelerate()
-    s = align.setup(cfg, model_dir)
+    dataset, mix, s = align.prepare(cfg, "preference")
     pairs = dataset.select(range(min(cfg.eval_pairs, len(dataset))))
     args = align.trainer_args(DPOConfig, cfg, work, s, beta=cfg.beta, eval_strategy="no",
                               precompute_ref_log_probs=cfg.precompute_ref_log_probs)  # fmt: skip

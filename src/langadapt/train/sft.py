@@ -20,19 +20,13 @@ from typing import Any
 
 from langadapt.config import SftConfig
 from langadapt.train import align
-from langadapt.train.align_data import read_mix
 
 
 def build_trainer(cfg: SftConfig, work: Path) -> tuple[Any, align.Setup, dict[str, Any]]:
     """The SFTTrainer with its prepared (tokenized, masked, packed) data; bad input fails before the model loads."""
     from trl import SFTConfig, SFTTrainer
 
-    model_dir = align.check_model(cfg)
-    dataset, mix = read_mix(cfg.data, cfg.translated, "chat", ratio=cfg.ratio, strategy=cfg.mix_strategy,
-                            seed=cfg.seed, max_examples=cfg.max_examples)  # fmt: skip
-    align.quiet_datasets()
-    align.reset_accelerate()
-    s = align.setup(cfg, model_dir)
+    dataset, mix, s = align.prepare(cfg, "chat")
     args = align.trainer_args(SFTConfig, cfg, work, s, assistant_only_loss=True, packing=cfg.packing,
                               packing_strategy="bfd", shuffle_dataset=False)  # fmt: skip
     trainer = SFTTrainer(model=s.model, args=args, train_dataset=dataset, processing_class=s.tokenizer,
