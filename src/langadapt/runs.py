@@ -129,13 +129,7 @@ def atomic_output_dir(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    replace_folder(tmp, out)
 
 
 class Timer:
@@ -191,13 +185,7 @@ def commit(work: Path, out: Path, record: dict[str, Any]) -> None:
     write_json_atomic(work / STAGE_JSON, record)
     mark_done(work)
     (work / STARTED_JSON).unlink(missing_ok=True)
-    if out.exists():  # a rebuilt stage: its finished output is replaced only now
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(work, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, out)
+    replace_folder(work, out)  # a rebuilt stage: its finished output is replaced only now
 
 
 def check_finished(name: str, out: Path, config: dict[str, Any], ignore: tuple[str, ...]) -> dict | None:
@@ -269,3 +257,16 @@ def run_stage(stage: Any, cfg: Any, out: Path, log: Any = print) -> dict[str, An
     if is_main_process():
         commit(work, out, record)
     return record
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Rename ``new`` to ``out``; an existing ``out`` is moved aside first and removed after, so ``out`` is
+    always either the old folder or the new one."""
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out)
+
