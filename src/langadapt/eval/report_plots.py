@@ -132,6 +132,7 @@ def distill(losses: dict[str, list[float]], ylabels: dict[str, str], titles: dic
             steps = list(range(1, len(losses[stage]) + 1))
             ax.plot(steps, losses[stage], "o-", markersize=3)
             ax.set_xlabel("optimizer step")
+            ax.xaxis.get_major_locator().set_params(integer=True)  # steps are whole numbers
             ax.set_ylabel(ylabels[stage])
             ax.set_title(titles[stage])
     return _save(fig, path)
