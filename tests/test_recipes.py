@@ -62,3 +62,27 @@ def test_a_recipe_extends_another_with_paths_relative_to_each_file(tmp_path):
     (tmp_path / "base" / "parent.yaml").write_text("extends: ../chat/child.yaml\nname: loop\n")
     with pytest.raises(UserError, match="cycle"):
         load_recipe_file(tmp_path / "chat" / "child.yaml")
+
+
+def test_the_chat_demo_extends_the_demo_and_wires_its_chat_stages(tmp_path):
+    from langadapt.pipeline import load_recipe_file, plan
+
+    chat = load_recipe_file(RECIPES[0].with_name("demo-hu-chat.yaml"))
+    base = load_recipe_file(RECIPES[0].with_name("demo-hu.yaml"))
+    chat.runs_dir = base.runs_dir = str(tmp_path)
+    chat_stages = {s.name: s for s in plan(chat)}
+    base_stages = {s.name: s for s in plan(base)}
+    # every stage of the base demo is planned with the same config: a finished base run is skipped
+    for name, stage in base_stages.items():
+        if name != "report":
+            assert chat_stages[name].config == stage.config and chat_stages[name].out == stage.out, name
+    run = tmp_path / "demo-hu"
+    final, sft, dpo = str(run / "pretrain" / "final"), str(run / "sft" / "final"), str(run / "dpo" / "final")
+    assert chat_stages["data_translate"].config.translator == final
+    assert chat_stages["sft"].config.model == final
+    assert chat_stages["sft"].config.data == [str(run / "chat-data" / "sft-english.jsonl")]
+    assert chat_stages["sft"].config.translated == [str(run / "chat-data" / "sft-target.jsonl"),
+                                                   str(run / "translated" / "translated" / "to-translate.jsonl")]
+    assert chat_stages["dpo"].config.model == sft
+    assert chat_stages["chat"].config.models == [final, sft, dpo]
+    assert list(chat_stages)[-1] == "report"
