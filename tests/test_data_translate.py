@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from langadapt.cli import main
+from langadapt.config import DataTranslateConfig
 from langadapt.data import protect as P
 from langadapt.data import translate as T
 from langadapt.data import translators
@@ -208,7 +209,7 @@ def test_filters_are_switched_off_by_their_thresholds():
         ["Where is the station in this city?", "I have no time for this work today.",
          "My brother bought a new red car yesterday."])]  # fmt: skip
     fake = Fake()
-    loose = T.Filters("hu", min_script_ratio=0, language_id=False, min_round_trip_chrf=0)
+    loose = DataTranslateConfig(tgt="hu", min_script_ratio=0, language_id=False, min_round_trip_chrf=0)
     results = T.translate_items(items, lambda t: fake(t, "en", "hu"), lambda t: fake(t, "hu", "en"), loose)
     assert [r["status"] for r in results] == ["kept"] * 3
     assert results[2]["round_trip_chrf"] < 30 and results[0]["round_trip_chrf"] is not None

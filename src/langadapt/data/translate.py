@@ -147,25 +147,6 @@ def _set(record: Any, address: tuple, value: Any) -> None:
 # ------------------------------------------------------------------------------------- filters
 
 
-@dataclass(frozen=True)
-class Filters:
-    """The thresholds of every check (defaults: :class:`DataTranslateConfig`'s)."""
-
-    tgt: str
-    min_script_ratio: float = 0.6
-    language_id: bool = True
-    langid_min_letters: int = 20
-    min_length_ratio: float = 0.4
-    max_length_ratio: float = 2.5
-    round_trip: bool = True
-    min_round_trip_chrf: float = 30.0
-
-    @classmethod
-    def of(cls, cfg: DataTranslateConfig) -> Filters:
-        return cls(cfg.tgt, cfg.min_script_ratio, cfg.language_id, cfg.langid_min_letters, cfg.min_length_ratio,
-                   cfg.max_length_ratio, cfg.round_trip, cfg.min_round_trip_chrf)  # fmt: skip
-
-
 @dataclass
 class Text:
     """One translated text of an item."""
@@ -180,7 +161,7 @@ class Text:
     back: list[str] = field(default_factory=list)
 
 
-def _check(reason: str, text: Text, f: Filters, sentinel: Sentinel) -> str | None:
+def _check(reason: str, text: Text, f: DataTranslateConfig, sentinel: Sentinel) -> str | None:
     """What failed, or None; ``reason`` one of :data:`REASONS` after duplicate."""
     from langadapt.corpus.scripts import langid_model, script_pattern, script_ratio, scripts_for, words
 
@@ -223,7 +204,7 @@ def _translate_unique(translate: Translate, texts: list[str]) -> list[str]:
     return [done[t] for t in texts]
 
 
-def translate_items(items: list[Item], forward: Translate, back: Translate | None, filters: Filters,
+def translate_items(items: list[Item], forward: Translate, back: Translate | None, filters: DataTranslateConfig,
                     sentinel: Sentinel = SENTINELS[0]) -> list[dict[str, Any]]:  # fmt: skip
     """Translate, restore and check ``items`` (one batch): one result per item, in order.
 
@@ -251,7 +232,7 @@ def translate_items(items: list[Item], forward: Translate, back: Translate | Non
     return [_result(it, ts, v, filters, sentinel) for it, ts, v in zip(items, texts, verdicts)]
 
 
-def _first_failure(texts: list[Text], f: Filters, sentinel: Sentinel, reasons: tuple[str, ...]) -> tuple | None:
+def _first_failure(texts: list[Text], f: DataTranslateConfig, sentinel: Sentinel, reasons: tuple[str, ...]) -> tuple | None:
     for reason in reasons:
         for t in texts:
             detail = _check(reason, t, f, sentinel)
@@ -260,7 +241,7 @@ def _first_failure(texts: list[Text], f: Filters, sentinel: Sentinel, reasons: t
     return None
 
 
-def _result(item: Item, texts: list[Text], verdict: tuple | None, f: Filters, sentinel: Sentinel) -> dict:
+def _result(item: Item, texts: list[Text], verdict: tuple | None, f: DataTranslateConfig, sentinel: Sentinel) -> dict:
     translated = copy.deepcopy(item.record)
     for t in texts:  # a broken text shows what came back, sentinels and all
         raw = "".join(_outs(t))
@@ -390,13 +371,12 @@ def data_translate(cfg: DataTranslateConfig, work: Path) -> dict[str, Any]:
         part = progress / f"part-{len(list(progress.glob('part-*.jsonl'))):04d}.jsonl"
         forward.load()
         backward.load()
-        filters = Filters.of(cfg)
         for b in range(0, len(pending), cfg.batch_size):
             batch = pending[b : b + cfg.batch_size]
             started = time.perf_counter()
             results = translate_items(batch, lambda t: forward(t, cfg.src, cfg.tgt),
                                       (lambda t: backward(t, cfg.tgt, cfg.src)) if cfg.round_trip else None,
-                                      filters, sentinel)  # fmt: skip
+                                      cfg, sentinel)  # fmt: skip
             seconds = (time.perf_counter() - started) / len(batch)
             results = [{**r, "seconds": round(seconds, 4)} for r in results]
             append_batch(part, results)
