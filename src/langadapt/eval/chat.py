@@ -33,24 +33,11 @@ if TYPE_CHECKING:
 
 
 def read_preferences(path: str) -> list[dict[str, Any]]:
-    """Conversational preference items (``prompt`` a list of turns, ``chosen`` / ``rejected`` an assistant
-    turn each, or plain strings), checked line by line."""
-    from langadapt.corpus.readers import iter_json_records
+    """Preference items as ``train dpo`` reads them (prompt / chosen / rejected, plain or conversational,
+    checked line by line): :func:`langadapt.train.align_data.read_examples`."""
+    from langadapt.train.align_data import read_examples
 
-    items = []
-    for line, record in iter_json_records(path):
-        for key in ("prompt", "chosen", "rejected"):
-            if key not in record:
-                raise UserError(f"line {line}: a preference item needs {key!r}", path)
-        items.append({key: _turns(record[key], "user" if key == "prompt" else "assistant")
-                      for key in ("prompt", "chosen", "rejected")})  # fmt: skip
-    if not items:
-        raise UserError("no preference items in the file", path)
-    return items
-
-
-def _turns(value: Any, role: str) -> list[dict[str, str]]:
-    return [{"role": role, "content": value}] if isinstance(value, str) else list(value)
+    return read_examples([path], "preference")
 
 
 def render(tokenizer: PreTrainedTokenizerBase, turns: list[dict[str, str]], *, generation_prompt: bool) -> str:
@@ -89,26 +76,13 @@ def chat_generate(model: Any, tokenizer: PreTrainedTokenizerBase, users: list[st
     return generate(model, tokenizer, prompts, caps, batch_size=batch_size, bf16=bf16, chat=True)
 
 
-def _read_jsonl(path: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
-    from langadapt.corpus.readers import iter_json_records
-
-    rows = []
-    for line, record in iter_json_records(path):
-        missing = [k for k in keys if not isinstance(record.get(k), str)]
-        if missing:
-            raise UserError(f"line {line}: needs the string field(s) {', '.join(map(repr, missing))}", path)
-        rows.append(record)
-    if not rows:
-        raise UserError("the file holds no items", path)
-    return rows
-
-
 def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval chat``): every model on the same held-out preferences, chat translations,
     fixed prompts and English text; write ``out/results.json`` and ``out/samples.jsonl``."""
     from langadapt.corpus.scripts import langid_model
     from langadapt.eval.bpb import bpb_of_model, model_labels, read_heldout
-    from langadapt.eval.samples import distinct_bigrams
+    from langadapt.eval.choice_task import read_pairs
+    from langadapt.eval.samples import distinct_bigrams, read_prompts
     from langadapt.eval.translate import off_target_rate, score, token_caps
     from langadapt.models import load_tokenizer, resolve_model
     from langadapt.runtime import load_model, resolve_device, use_bf16
@@ -118,8 +92,8 @@ def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
     if not cfg.tgt:
         raise UserError("eval chat needs --tgt (the target language code)")
     prefs = read_preferences(cfg.preferences) if cfg.preferences else []
-    pairs = _read_jsonl(cfg.pairs, (cfg.src, cfg.tgt)) if cfg.pairs else []
-    prompts = _read_jsonl(cfg.prompts, ("prompt",)) if cfg.prompts else []
+    pairs = read_pairs(cfg.pairs, cfg.src, cfg.tgt, None) if cfg.pairs else []  # eval translate's reader
+    prompts = read_prompts(cfg.prompts) if cfg.prompts else []  # eval samples' reader
     english = read_heldout({"english": cfg.english}, cfg.max_docs, cfg.text_field, cfg.max_doc_chars)
     if not (prefs or pairs or prompts or english):
         raise UserError("eval chat needs --preferences, --pairs, --prompts or --english")
