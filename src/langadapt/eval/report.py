@@ -65,9 +65,9 @@ def _read(path: Path) -> Any:
     return raw
 
 
-def folder(stage: str, default: str = "") -> str:
-    """The run folder of ``stage`` (``default`` for a stage this version does not declare)."""
-    return BY_NAME[stage].folder if stage in BY_NAME else default
+def folder(stage: str) -> str:
+    """The run folder of ``stage`` (declared once, in :mod:`langadapt.stages`)."""
+    return BY_NAME[stage].folder
 
 
 def files() -> dict[str, str]:
@@ -88,9 +88,9 @@ def files() -> dict[str, str]:
         "translate": f"{folder('translate')}/{RESULTS_JSON}",
         "translate_samples": f"{folder('translate')}/{SAMPLES_JSONL}",
         "choice": f"{folder('choice')}/{RESULTS_JSON}",
-        "samples": f"{folder('samples', 'eval-samples')}/{RESULTS_JSON}",
-        "chat": f"{folder('chat', 'eval-chat')}/{RESULTS_JSON}",
-        "chat_samples": f"{folder('chat', 'eval-chat')}/{SAMPLES_JSONL}",
+        "samples": f"{folder('samples')}/{RESULTS_JSON}",
+        "chat": f"{folder('chat')}/{RESULTS_JSON}",
+        "chat_samples": f"{folder('chat')}/{SAMPLES_JSONL}",
     }
 
 
@@ -220,7 +220,7 @@ def print_headline(run_dir: Path) -> None:
             table.add_row(escape(r.metric), md.num(r.base, r.kind), md.num(r.adapted, r.kind),
                           md.change(r.base, r.adapted, r.kind), md.p_value(r.p))  # fmt: skip
         console.print(table)
-    report = run_dir / folder("report", "report") / REPORT_MD
+    report = run_dir / folder("report") / REPORT_MD
     if report.exists():
         console.print(f"report: {escape(str(report))}", soft_wrap=True, highlight=False)
 
