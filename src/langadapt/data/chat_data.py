@@ -26,14 +26,13 @@ Every file is chat jsonl (``{"messages": [...]}``) or conversational preference 
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
 from langadapt.config import MakeChatConfig
 from langadapt.errors import UserError
-from langadapt.runs import write_text_atomic
+from langadapt.runs import write_jsonl_atomic
 
 FILES = {
     "sft_english": "sft-english.jsonl",
@@ -131,10 +130,6 @@ def heading_items(headed: list[tuple[str, str]], template: str,
     return chats, prefs
 
 
-def _jsonl(items: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(item, ensure_ascii=False) + "\n" for item in items)
-
-
 def make_chat(cfg: MakeChatConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``data make-chat``): write the demonstration instruction and preference files."""
     from langadapt.corpus.readers import check_corpus, iter_documents
@@ -185,5 +180,5 @@ def make_chat(cfg: MakeChatConfig, out: Path) -> dict[str, Any]:
     for role in ("sft_english", "preferences_english"):  # the task kinds mixed, in a seeded order
         rng.shuffle(files[role])
     for role, items in files.items():
-        write_text_atomic(out / FILES[role], _jsonl(items))
+        write_jsonl_atomic(out / FILES[role], items)
     return {"items": {FILES[role]: len(items) for role, items in files.items()}}

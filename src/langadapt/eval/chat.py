@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from langadapt.config import EvalChatConfig
 from langadapt.errors import UserError
 from langadapt.eval.choice import RESULTS_JSON, SAMPLES_JSONL
-from langadapt.runs import write_json_atomic, write_text_atomic
+from langadapt.runs import write_json_atomic, write_jsonl_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -152,7 +152,7 @@ def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
                      "english": "bits per byte of held-out English text"},
         "models": results,
     })  # fmt: skip
-    write_text_atomic(out / SAMPLES_JSONL, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    write_jsonl_atomic(out / SAMPLES_JSONL, samples)
     return {"models": {r["label"]: _figures(r) for r in results}}
 
 

@@ -36,7 +36,7 @@ from langadapt.config import ChoiceConfig
 from langadapt.corpus.readers import iter_json_records
 from langadapt.data.tokens import file_sha256, tokenizer_fingerprint
 from langadapt.errors import UserError
-from langadapt.runs import write_json_atomic, write_text_atomic
+from langadapt.runs import write_json_atomic, write_jsonl_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -354,7 +354,7 @@ def evaluate_choice(cfg: ChoiceConfig, out: Path) -> dict[str, Any]:
                   "model_path", "tokenizer_sha256", "bf16"]  # fmt: skip
     write_json_atomic(out / RESULTS_JSON, {**task, "scoring": scoring, "score_depends_on": depends_on,
                                            "models": results})  # fmt: skip
-    write_text_atomic(out / SAMPLES_JSONL, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    write_jsonl_atomic(out / SAMPLES_JSONL, samples)
     export_choice(out, items, cfg, paths, bf16)  # out/lm-eval/: the same items as lm-eval tasks
     return {"models": {r["label"]: {k: r[k] for k in ("n", *METRICS)} for r in results}, "items": len(items),
             "bf16": bf16, "device": str(device)}  # fmt: skip

@@ -26,7 +26,6 @@ What makes lm-eval see the same token ids (read off ``lm_eval/models/huggingface
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from langadapt.runs import write_json_atomic, write_text_atomic
+from langadapt.runs import write_json_atomic, write_jsonl_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -118,7 +117,7 @@ def ids_match(tokenizer: PreTrainedTokenizerBase, start: DocStart, prompts: list
 
 
 def _jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl_atomic(path, records)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -24,7 +24,7 @@ from typing import Any
 from langadapt.config import SamplesConfig
 from langadapt.errors import UserError
 from langadapt.eval.choice import RESULTS_JSON, SAMPLES_JSONL
-from langadapt.runs import write_json_atomic, write_text_atomic
+from langadapt.runs import write_json_atomic, write_jsonl_atomic
 
 MAX_DOCS_READ = 200
 """Held-out documents read per corpus when looking for prompts (the first few nearly always suffice)."""
@@ -113,7 +113,7 @@ def generate_samples(cfg: SamplesConfig, out: Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     bf16 = use_bf16(cfg.bf16, device)
     langid = langid_model()
-    results, lines = [], []
+    results, records = [], []
     for name, path, label in zip(cfg.models, paths, model_labels(cfg.models)):
         model, tokenizer = load_model(path, device), load_tokenizer(path)
         texts = [p["prompt"] for p in prompts]
@@ -125,7 +125,7 @@ def generate_samples(cfg: SamplesConfig, out: Path) -> dict[str, Any]:
             sample = {**p, "output": output, "truncated": truncated, "distinct_bigrams": distinct_bigrams(output),
                       "output_lang": langid.classify(output)[0] if output.strip() else None}  # fmt: skip
             samples.append(sample)
-            lines.append(json.dumps({"model": label, **sample}, ensure_ascii=False) + "\n")
+            records.append({"model": label, **sample})
         measured = [s["distinct_bigrams"] for s in samples if s["distinct_bigrams"] is not None]
         results.append({"label": label, "model": str(name), "samples": samples,
                         "distinct_bigrams_mean": sum(measured) / len(measured) if measured else None,
@@ -139,7 +139,7 @@ def generate_samples(cfg: SamplesConfig, out: Path) -> dict[str, Any]:
                      "prompt_language_share": "outputs whose language is the prompt's"},
         "models": results,
     })  # fmt: skip
-    write_text_atomic(out / SAMPLES_JSONL, "".join(lines))
+    write_jsonl_atomic(out / SAMPLES_JSONL, records)
     return {"prompts": len(prompts), "models": {r["label"]: {k: r[k] for k in ("distinct_bigrams_mean",
             "prompt_language_share")} for r in results}}  # fmt: skip
 

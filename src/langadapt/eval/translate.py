@@ -38,7 +38,7 @@ from langadapt.data.tokens import file_sha256, tokenizer_fingerprint
 from langadapt.errors import UserError
 from langadapt.eval.choice import RESULTS_JSON, SAMPLES_JSONL  # every eval stage's file names
 from langadapt.eval.choice_task import read_pairs
-from langadapt.runs import write_json_atomic, write_text_atomic
+from langadapt.runs import write_json_atomic, write_jsonl_atomic
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -324,7 +324,7 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
                       "p_vs_first": "paired bootstrap resampling (sacrebleu / Moses), the first model the baseline"},
         "score_depends_on": depends_on, "models": results,
     })  # fmt: skip
-    write_text_atomic(out / SAMPLES_JSONL, "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+    write_jsonl_atomic(out / SAMPLES_JSONL, samples)
     export_translate(out, plans, cfg, paths, bf16)  # out/lm-eval/: the same prompts as lm-eval tasks
     figures = {r["label"]: {k: {m: d[m] for m in ("chrf++", "bleu", "n")} for k, d in r["directions"].items()}
                for r in results}  # fmt: skip
