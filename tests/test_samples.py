@@ -26,6 +26,9 @@ def test_distinct_bigrams_falls_when_a_model_loops():
     assert S.distinct_bigrams("a b c d e") == 1.0
     assert S.distinct_bigrams("a b a b a b a b a") == pytest.approx(2 / 8)
     assert S.distinct_bigrams("one") is None
+    # a loop glued together by punctuation is still a loop (whitespace-split words would call it 1 bigram)
+    assert S.distinct_bigrams("kijelölt-benkel-benkel-benkel-benkel") == pytest.approx(3 / 8)
+    assert S.distinct_bigrams("Ez egy mondat, és még egy.") == 1.0
 
 
 def test_documents_are_cut_to_the_same_text_for_every_model(tmp_path, hu_texts):

@@ -11,7 +11,8 @@ Four measures per model, on held-out material only, each read through the model'
   scored with sacrebleu (chrF++ headline, chrF, BLEU, bootstrap interval, paired p against the first
   model: :func:`langadapt.eval.translate.score`), with the off-target rate.
 * **Fixed prompts.** Greedy answers to fixed target-language user turns: the share identified as the
-  target language and the distinct word bigrams (1.0: no repetition; a looping model scores low).
+  target language and the distinct bigrams of words and punctuation marks
+  (:func:`langadapt.eval.samples.distinct_bigrams`; 1.0: no repetition, a looping model scores low).
 * **English bits per byte** on held-out English text (:mod:`langadapt.eval.bpb`): alignment must not
   silently cost English.
 """

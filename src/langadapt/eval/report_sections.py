@@ -286,7 +286,7 @@ def chat(results: dict[str, Any] | None, samples: list[dict[str, Any]] | None, s
              "pairs whose chosen answer gets the higher log-probability; margin: mean chosen − rejected "
              "log-probability. Chat chrF++: greedy answers to \"" + md.text(results.get("translate_prompt", ""), 80)
              + "\". Answers to fixed target-language prompts: share identified as the target language, distinct "
-             "word bigrams (1 = no repetition). English bits per byte: lower is better.")  # fmt: skip
+             "bigrams of words and punctuation (1 = no repetition). English bits per byte: lower is better.")  # fmt: skip
     lines = [about, "", *md.table(header, rows, "lrrrrlrrr"), "", md.source(src), ""]
     shown: dict[tuple[str, str], int] = {}
     for s in samples or []:  # the first two of each kind and model
@@ -343,7 +343,7 @@ def free_samples(results: dict[str, Any] | None, src: str, limit: int) -> Lines:
     if any("distinct_bigrams_mean" in m or "prompt_language_share" in m for m in models):
         rows = [[md.text(m["label"], 80), md.num(m.get("distinct_bigrams_mean"), "rate"),
                  md.num(m.get("prompt_language_share"), "rate")] for m in models]  # fmt: skip
-        header = ["model", "distinct word bigrams, mean (1 = no repetition)", "outputs in the prompt's language"]
+        header = ["model", "distinct bigrams, mean (1 = no repetition)", "outputs in the prompt's language"]
         lines += [*md.table(header, rows), ""]
     for i, prompt in enumerate(results["prompts"]):
         rows = []

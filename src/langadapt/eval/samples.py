@@ -10,14 +10,16 @@ two models of one run) are read on the same text:
   ``prompt_chars``). Taken from held-out text, they work for any language with no list to maintain.
 * **Generation.** Greedy, batched, after the document-start token, cut at the first newline or at
   ``max_new_tokens`` — :func:`langadapt.eval.translate.generate`, the same code the translation scores.
-* **Per output:** the share of distinct word bigrams (1.0: no repetition; a looping model scores low) and
-  whether the language identifier (py3langid, as the corpus stage uses it) finds the prompt's language.
+* **Per output:** the share of distinct bigrams of words and punctuation marks (1.0: no repetition; a
+  looping model scores low) and whether the language identifier (py3langid, as the corpus stage uses
+  it) finds the prompt's language.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +73,17 @@ def read_prompts(path: str) -> list[dict[str, str]]:
     return prompts
 
 
+_UNITS = re.compile(r"\w+|[^\w\s]")
+"""Words and single punctuation marks: what the bigrams of :func:`distinct_bigrams` are made of."""
+
+
 def distinct_bigrams(text: str) -> float | None:
-    """Distinct word bigrams / word bigrams of ``text`` (None under two words)."""
-    words = text.split()
-    pairs = list(itertools.pairwise(words))
+    """Distinct bigrams / bigrams of the words and punctuation marks of ``text`` (None under two).
+
+    Punctuation counts as a unit of its own so that a loop inside one whitespace-separated string
+    ("kijelölt-benkel-benkel-benkel", "0-0-0-0-0") scores as the loop it is, not as one word."""
+    units = _UNITS.findall(text)
+    pairs = list(itertools.pairwise(units))
     return len(set(pairs)) / len(pairs) if pairs else None
 
 
@@ -134,7 +143,7 @@ def generate_samples(cfg: SamplesConfig, out: Path) -> dict[str, Any]:
     write_json_atomic(out / RESULTS_JSON, {
         "prompts": prompts, "max_new_tokens": cfg.max_new_tokens, "bf16": bf16, "device": str(device),
         "generation": "greedy after the document-start token, cut at the first newline or max_new_tokens",
-        "measures": {"distinct_bigrams": "distinct word bigrams / word bigrams of the output",
+        "measures": {"distinct_bigrams": "distinct bigrams / bigrams of the words and punctuation marks of the output",
                      "output_lang": "py3langid's language of the output",
                      "prompt_language_share": "outputs whose language is the prompt's"},
         "models": results,
