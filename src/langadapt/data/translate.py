@@ -23,7 +23,6 @@ Output: ``translated/<input name>.jsonl`` (the input's schema with texts transla
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -39,7 +38,7 @@ from typing import Any
 from langadapt.config import DataTranslateConfig
 from langadapt.data.protect import LETTER, SENTINELS, Masked, Sentinel, mask, plain, unmask
 from langadapt.errors import UserError
-from langadapt.runs import write_json_atomic
+from langadapt.runs import write_json_atomic, write_jsonl_atomic
 
 REASONS = ("duplicate", "broken placeholders", "empty translation", "untranslated copy", "length ratio",
            "script ratio", "language id", "round-trip chrF")  # fmt: skip
@@ -402,28 +401,26 @@ def write_outputs(work: Path, items: list[Item], first: dict[str, Item], done: d
     out_dir.mkdir(exist_ok=True)
     names = output_names(paths)
     dropped = dict.fromkeys(REASONS, 0)
-    kept, chrf = 0, []
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(out_dir / n, "w", encoding="utf-8")) for n in names]
-        rejects = stack.enter_context(open(work / REJECTS, "w", encoding="utf-8"))
-        for item in items:
-            result = done[item.id]
-            reason = "duplicate" if first[item.id] is not item else result["reason"]
-            head = {"id": item.id, "source_id": item.source_id}
-            if reason is None:
-                record = {k: v for k, v in result["record"].items() if k not in head}
-                files[item.file].write(json.dumps({**head, **record}, ensure_ascii=False) + "\n")
-                kept += 1
-                chrf += [result["round_trip_chrf"]] if result["round_trip_chrf"] is not None else []
-            else:
-                dropped[reason] += 1
-                detail = f"same item as {first[item.id].source_id}" if reason == "duplicate" else result["detail"]
-                rejects.write(json.dumps({**head, "file": str(paths[item.file]), "line": item.line, "reason": reason,
-                                          "detail": detail, "round_trip_chrf": result["round_trip_chrf"],
-                                          "item": item.record, "translation": result["record"]},
-                                         ensure_ascii=False) + "\n")  # fmt: skip
+    kept: list[list[dict[str, Any]]] = [[] for _ in names]
+    rejects, chrf = [], []
+    for item in items:
+        result = done[item.id]
+        reason = "duplicate" if first[item.id] is not item else result["reason"]
+        head = {"id": item.id, "source_id": item.source_id}
+        if reason is None:
+            kept[item.file].append({**head, **{k: v for k, v in result["record"].items() if k not in head}})
+            chrf += [result["round_trip_chrf"]] if result["round_trip_chrf"] is not None else []
+        else:
+            dropped[reason] += 1
+            detail = f"same item as {first[item.id].source_id}" if reason == "duplicate" else result["detail"]
+            rejects.append({**head, "file": str(paths[item.file]), "line": item.line, "reason": reason,
+                            "detail": detail, "round_trip_chrf": result["round_trip_chrf"], "item": item.record,
+                            "translation": result["record"]})  # fmt: skip
+    for name, records in zip(names, kept):
+        write_jsonl_atomic(out_dir / name, records)
+    write_jsonl_atomic(work / REJECTS, rejects)
     seconds = sum(done[i]["seconds"] for i in first)
-    return {"items": len(items), "kept": kept, "dropped": dropped, "translated_items": len(first),
+    return {"items": len(items), "kept": sum(map(len, kept)), "dropped": dropped, "translated_items": len(first),
             "translate_seconds": round(seconds, 2),
             "items_per_second": round(len(first) / seconds, 3) if seconds else None,
             "round_trip_chrf_mean_kept": round(sum(chrf) / len(chrf), 2) if chrf else None,

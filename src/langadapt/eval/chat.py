@@ -83,7 +83,7 @@ def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
     from langadapt.corpus.scripts import langid_model
     from langadapt.eval.bpb import bpb_of_model, model_labels, read_heldout
     from langadapt.eval.choice_task import read_pairs
-    from langadapt.eval.samples import distinct_bigrams, read_prompts
+    from langadapt.eval.samples import answer_measures, mean_distinct_bigrams, read_prompts
     from langadapt.eval.translate import off_target_rate, score, token_caps
     from langadapt.models import load_tokenizer, resolve_model
     from langadapt.runtime import load_model, resolve_device, use_bf16
@@ -132,10 +132,10 @@ def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
                                     [cfg.max_new_tokens] * len(prompts), batch_size=cfg.batch_size,
                                     bf16=bf16)  # fmt: skip
             texts = [text.strip() for text, _ in answers]
-            lang = [langid.classify(t)[0] if t else None for t in texts]
-            bigrams = [b for b in map(distinct_bigrams, texts) if b is not None]
+            measured = [answer_measures(t, langid) for t in texts]  # eval samples' measures
+            lang = [m["output_lang"] for m in measured]
             entry["prompts"] = {"n": len(prompts), "target_language_share": sum(x == cfg.tgt for x in lang) / len(lang),
-                                "distinct_bigrams_mean": sum(bigrams) / len(bigrams) if bigrams else None}  # fmt: skip
+                                "distinct_bigrams_mean": mean_distinct_bigrams(measured)}  # fmt: skip
             samples += [{"model": label, "kind": "prompt", "prompt": p["prompt"], "output": t, "output_lang": x}
                         for p, t, x in zip(prompts[: cfg.samples], texts, lang)]  # fmt: skip
         if english:

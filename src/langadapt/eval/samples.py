@@ -87,6 +87,18 @@ def distinct_bigrams(text: str) -> float | None:
     return len(set(pairs)) / len(pairs) if pairs else None
 
 
+def answer_measures(text: str, langid: Any) -> dict[str, Any]:
+    """What every generated answer is measured by (here and in ``eval chat``): its distinct bigrams and
+    its language (``langid``: :func:`langadapt.corpus.scripts.langid_model`; None for an empty answer)."""
+    return {"distinct_bigrams": distinct_bigrams(text), "output_lang": langid.classify(text)[0] if text.strip() else None}
+
+
+def mean_distinct_bigrams(measures: list[dict[str, Any]]) -> float | None:
+    """The mean of the answers' distinct bigrams (answers under two units left out; None when none is left)."""
+    measured = [m["distinct_bigrams"] for m in measures if m["distinct_bigrams"] is not None]
+    return sum(measured) / len(measured) if measured else None
+
+
 def collect_prompts(cfg: SamplesConfig) -> list[dict[str, str]]:
     """The prompts of ``cfg``: its prompts file, else openings of its held-out text (module doc)."""
     if cfg.prompts:
@@ -131,13 +143,11 @@ def generate_samples(cfg: SamplesConfig, out: Path) -> dict[str, Any]:
         samples = []
         for p, (text, truncated) in zip(prompts, generated):
             output = text.rstrip()
-            sample = {**p, "output": output, "truncated": truncated, "distinct_bigrams": distinct_bigrams(output),
-                      "output_lang": langid.classify(output)[0] if output.strip() else None}  # fmt: skip
+            sample = {**p, "output": output, "truncated": truncated, **answer_measures(output, langid)}
             samples.append(sample)
             records.append({"model": label, **sample})
-        measured = [s["distinct_bigrams"] for s in samples if s["distinct_bigrams"] is not None]
         results.append({"label": label, "model": str(name), "samples": samples,
-                        "distinct_bigrams_mean": sum(measured) / len(measured) if measured else None,
+                        "distinct_bigrams_mean": mean_distinct_bigrams(samples),
                         "prompt_language_share": sum(s["output_lang"] == s["lang"] for s in samples) / len(samples)})  # fmt: skip
         del model
     write_json_atomic(out / RESULTS_JSON, {

@@ -19,7 +19,6 @@ this module only decides what it is given:
 
 from __future__ import annotations
 
-import json
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,8 @@ from typing import Any
 
 from langadapt.config import AlignConfig
 from langadapt.errors import UserError
-from langadapt.runs import EXTENSION_JSON, is_main_process, read_json, write_json_atomic
+from langadapt.runs import EXTENSION_JSON, is_main_process, read_json, write_json_atomic, write_jsonl_atomic
+from langadapt.train.monitor import METRICS_JSONL
 
 FINAL = "final"
 """The HF folder a stage leaves: model, tokenizer with its chat template, extension.json."""
@@ -250,8 +250,7 @@ def train(trainer: Any, work: Path) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=last)
     logs = [r for r in trainer.state.log_history if "loss" in r]
     if is_main_process():
-        with open(work / "metrics.jsonl", "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in trainer.state.log_history)
+        write_jsonl_atomic(work / METRICS_JSONL, trainer.state.log_history)
     runtime = result.metrics.get("train_runtime")
     tokens = logs[-1].get("num_tokens") if logs else None
     return {

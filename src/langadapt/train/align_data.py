@@ -16,7 +16,6 @@ only ``role`` and ``content``, so sources with extra keys still interleave.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -186,8 +185,3 @@ def read_mix(english_files: list[str], translated_files: list[str], kind: str, *
     english = read_examples(english_files, kind, max_examples) if english_files else []
     translated = read_examples(translated_files, kind, max_examples) if translated_files else []
     return mix(english, translated, ratio=ratio, strategy=strategy, seed=seed)
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
