@@ -116,3 +116,53 @@ def recipe_corpora(folder: Path, hu_texts: list[str], en_texts: list[str], field
         write_jsonl(folder / f"{name}-valid.jsonl", texts[200:210], field)
     return ("data:\n  target_train: hu.jsonl\n  target_valid: hu-valid.jsonl\n  english_train: en.jsonl\n"
             f"  english_valid: en-valid.jsonl\n  text_field: {field}\n")
+
+
+# Tiny random models of the families users adapt: (config class, model type, settings that differ from a
+# Llama's). Vocabulary and special tokens come from the tokenizer; ``extra_rows`` pads the vocabulary as
+# Qwen (151,936 rows for 151,665 tokens), Phi-3 and OLMo 2 do.
+FAMILIES = {
+    "llama": {},
+    "mistral": {"sliding_window": None},  # Mistral v0.3 (v0.1 had a 4096-token window)
+    "qwen2": {},
+    "qwen3": {"head_dim": None},
+    "gemma2": {"final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0, "head_dim": None,
+               "query_pre_attn_scalar": None, "sliding_window": 4096},
+    "gemma3_text": {"head_dim": None, "query_pre_attn_scalar": None, "sliding_window": 512},
+    "phi3": {},
+    "olmo2": {},
+}  # fmt: skip
+
+
+def family_config(family: str, vocab_size: int, *, hidden: int = 32, tied: bool = False, bos: int | None = None,
+                  eos: int | None = None, pad: int | None = None, **overrides):  # fmt: skip
+    """A 2-layer config of ``family`` (a key of FAMILIES) with 4 heads of hidden // 4 and 2 KV heads."""
+    from transformers import AutoConfig
+
+    settings = {**FAMILIES[family], **overrides}
+    head_dim = hidden // 4
+    for key in ("head_dim", "query_pre_attn_scalar"):
+        if key in settings and settings[key] is None:
+            settings[key] = head_dim
+    return AutoConfig.for_model(
+        family, vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=tied,
+        bos_token_id=bos, eos_token_id=eos, pad_token_id=pad, **settings,
+    )  # fmt: skip
+
+
+def family_model(out: Path, tokenizer_dir: Path, family: str, *, tied: bool = False, extra_rows: int = 0,
+                 hidden: int = 32, seed: int = 0, **overrides) -> Path:  # fmt: skip
+    """A 2-layer random model of ``family`` whose vocabulary is the tokenizer's (+ ``extra_rows``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(seed)
+    config = family_config(family, len(tokenizer) + extra_rows, hidden=hidden, tied=tied,
+                           bos=tokenizer.bos_token_id, eos=tokenizer.eos_token_id,
+                           pad=tokenizer.pad_token_id, **overrides)  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

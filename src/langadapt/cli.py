@@ -3,7 +3,7 @@
 Each stage subcommand has one option per field of its config dataclass (name, type, default, and help
 from the field's docstring), builds the config from them and hands it to the stage runner, which owns
 skip / resume / commit (:func:`langadapt.runs.run_stage`). Hand-written here: only what is not a stage
-(``run``, ``demo``, ``tokenizer stats``, ``model-path``, ``version``). A one-word stage command is a
+(``run``, ``demo``, ``tokenizer stats``, ``tokenizer verify``, ``model-path``, ``version``). A one-word stage command is a
 top-level one (``report RUN_DIR``). A :class:`UserError` becomes one line on stderr and exit code 2.
 """
 
@@ -110,6 +110,32 @@ def tokenizer_stats(
     print_stats(stats(tokenizer, [str(p) for p in corpus], text_field=text_field, max_docs=max_docs), json_out)
 
 
+@GROUPS["tokenizer"].command("verify")
+def tokenizer_verify(
+    base: Annotated[str, typer.Option(help="Base model alias, model folder or tokenizer folder.")],
+    extended: Annotated[Path, typer.Option(help="Extended tokenizer folder (from tokenizer extend).")],
+    corpus: Annotated[list[Path] | None, typer.Option(help="Texts that must round-trip (e.g. held-out target text).")] = None,
+    english: Annotated[list[Path] | None, typer.Option(help="English texts whose ids must not change.")] = None,
+    max_english_changed: Annotated[float, typer.Option(help="Share of English documents allowed to change.")] = 0.005,
+    text_field: Annotated[str, typer.Option(help="JSON field / column holding the text.")] = "text",
+    max_docs: Annotated[int | None, typer.Option(help="Read at most this many documents per corpus role.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check an extension: base ids unmoved, round-trips, English unchanged, new tokens reachable,
+    tokenizer.model consistent. One line per failure; exit code 1 when something fails (writes nothing)."""
+    from langadapt.corpus.readers import check_corpus, iter_documents
+    from langadapt.models import resolve_tokenizer
+    from langadapt.tokenizer.verify import print_verification, verify_extension
+
+    docs = {role: list(iter_documents(check_corpus(files, text_field), text_field, max_docs)) if files else []
+            for role, files in (("texts", corpus), ("english", english))}  # fmt: skip
+    result = verify_extension(resolve_tokenizer(base), resolve_tokenizer(extended),
+                              max_english_changed=max_english_changed, **docs)  # fmt: skip
+    print_verification(result, json_out)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 # ----------------------------------------------------------------------------------------- stages
 
 
@@ -191,7 +217,7 @@ def multi_value_options(argv: list[str]) -> set[str]:
 
 def expand_multi_values(argv: list[str]) -> list[str]:
     """``--corpus a b --out x`` -> ``--corpus a --corpus b --out x`` (click has no nargs=-1 for options)."""
-    multi = multi_value_options(argv) | {"--corpus"}  # tokenizer stats, the one hand-written list option
+    multi = multi_value_options(argv) | {"--corpus", "--english"}  # tokenizer stats / verify (hand-written)
     out: list[str] = []
     current: str | None = None
     for arg in argv:
@@ -239,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     reuse_freed_memory()
     try:
-        app(args=args, prog_name="langadapt", standalone_mode=False)
+        # without standalone mode click returns a command's typer.Exit code instead of exiting with it
+        code = app(args=args, prog_name="langadapt", standalone_mode=False)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -251,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click_exit as exc:
         sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

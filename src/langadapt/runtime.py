@@ -82,6 +82,28 @@ def load_model(name_or_path: str | Path, device: torch.device | str = "cpu", dty
     return load_from_disk(name_or_path, dtype=dtype).to(device)
 
 
+def logit_softcap(model_or_config: Any) -> float | None:
+    """The final-logit softcapping of a model (Gemma 2: 30; Gemma 3 configs may set one), None when it has none.
+
+    Such a model's logits are ``cap * tanh(h @ W.T / cap)``: code that applies the head to hidden states
+    itself (bits per byte, init's KL probe) must cap them too, or it scores another distribution."""
+    config = getattr(model_or_config, "config", model_or_config)
+    cap = getattr(config, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """``cap * tanh(logits / cap)`` (the identity when ``cap`` is None), as the model's own forward does."""
+    import torch
+
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
+def head_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's next-token logits from final (post-norm) hidden states: its head, then its softcap."""
+    return softcap(model.get_output_embeddings()(hidden), logit_softcap(model))
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 

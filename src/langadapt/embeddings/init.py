@@ -13,6 +13,10 @@ the input vector; the same shift moves it by only D/|mean h| (~2/37 of a row nor
 which we measured to barely change what the model reads (bench/RESULTS.md), so the remedy applies to
 both heads. New padding rows get a large shift (logit <= -100 on the probe text) so they take no
 measurable mass; ``stage.json`` records the mass measured.
+
+Softcapped heads (Gemma 2's ``final_logit_softcapping``): the probe scores the capped logits the model
+predicts, and each new row's raw shift is solved so that its *capped* logit drops by D nats on average
+(``Probe.shifts``); a plain shift of D would lower logits in the cap's curved range by less.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from langadapt.config import InitConfig
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+from langadapt.embeddings.probe import Probe
 from langadapt.embeddings.rows import RowPlan
 from langadapt.train.trainable import is_tied
 
@@ -64,7 +69,8 @@ def initialise(model: PreTrainedModel, base_tok, ext_tok, cfg: InitConfig, kl_fi
     from langadapt.models import load_fast_tokenizer
     from langadapt.runtime import model_device, use_bf16
 
-    plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0], cfg.pad_to_multiple_of)
+    plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0], cfg.pad_to_multiple_of,
+                     str(model_path))
     texts = list(iter_documents(kl_files, cfg.text_field if cfg.kl_corpus else "text", cfg.kl_max_docs))
     probe = probe_hidden(model, base_tok, texts, bf16=use_bf16(cfg.bf16, model_device(model)))
     base_head = model.get_output_embeddings().weight.detach().clone()
@@ -74,9 +80,10 @@ def initialise(model: PreTrainedModel, base_tok, ext_tok, cfg: InitConfig, kl_fi
     pad_row = -(PADDING_LOW / lowest) * low if lowest > 0 else torch.zeros_like(low)
     tokens = ext_tok.convert_ids_to_tokens(list(plan.new_ids))
     extend_model(model, plan, cfg.method, tokens, load_fast_tokenizer(model_path), seed=cfg.seed,
-                 low=low, shift=shift, pad_row=pad_row, base_out=base_head)  # fmt: skip
+                 low=low, shift=shift, pad_row=pad_row, base_out=base_head, probe=probe)  # fmt: skip
     return {
         "method": cfg.method, "output_remedy": "shift" if shift else "none", "output_shift_nats": shift,
+        "logit_softcap": probe.cap,
         "tied": is_tied(model), "n_base": plan.n_base, "n_ext": plan.n_ext, "rows_before": plan.rows_before,
         "rows_after": plan.rows_after, "new_token_rows": len(plan.new_ids),
         "reused_padding_rows": plan.reused_rows, "new_padding_rows": len(plan.new_padding),
@@ -98,11 +105,13 @@ def remedy_shift(cfg: InitConfig, *, consistent: bool) -> float:
 
 def extend_model(model: PreTrainedModel, plan: RowPlan, method: str, tokens: list[str], base_fast, *,
                  seed: int, low: torch.Tensor, shift: float, pad_row: torch.Tensor,
-                 base_out: torch.Tensor) -> None:  # fmt: skip
+                 base_out: torch.Tensor, probe: Probe | None = None) -> None:  # fmt: skip
     """Resize ``model`` to ``plan.rows_after`` rows and set every new token and new padding row.
 
     ``base_out`` is the caller's copy of the output matrix as it was (the input matrix too when tied):
-    one copy of a vocabulary-sized matrix fewer."""
+    one copy of a vocabulary-sized matrix fewer. ``probe``: where the model softcaps its logits, each new
+    row's raw shift is the one that lowers its *capped* logit by ``shift`` nats on average
+    (:meth:`Probe.shifts`); without a probe or a cap every row moves ``shift`` along ``low``."""
     from langadapt.embeddings.rows import initial_rows
 
     tied = is_tied(model)
@@ -117,17 +126,24 @@ def extend_model(model: PreTrainedModel, plan: RowPlan, method: str, tokens: lis
         w_in = model.get_input_embeddings().weight
         rows_in = initial_rows(method, old_in, base_fast, tokens, plan.n_base, seed)
         if tied:
-            w_in[new] = rows_in - shift * low
+            w_in[new] = rows_in - _shifts(probe, rows_in, low, shift) * low
             w_in[pad] = pad_row
         else:
             w_out = model.get_output_embeddings().weight
             rows_out = initial_rows(method, old_out, base_fast, tokens, plan.n_base, seed + 1)
             w_in[new] = rows_in
             w_in[pad] = 0.0  # never read: no token id maps to a padding row
-            w_out[new] = rows_out - shift * low
+            w_out[new] = rows_out - _shifts(probe, rows_out, low, shift) * low
             w_out[pad] = pad_row
     model.config.vocab_size = plan.rows_after
     _check_base_rows(model, old_in, old_out, plan.n_base)
+
+
+def _shifts(probe: Probe | None, rows: torch.Tensor, low: torch.Tensor, shift: float) -> torch.Tensor | float:
+    """``shift`` (a column of per-row raw shifts where the model softcaps its logits)."""
+    if probe is None or probe.cap is None or shift == 0:
+        return shift
+    return probe.shifts(rows, low, shift).to(rows.dtype)[:, None]
 
 
 def _check_base_rows(model, old_in, old_out, n_base: int) -> None:

@@ -7,7 +7,12 @@ enough to compare remedies. ``KL(base || extended)`` at one position is
 
     sum over base rows v of p_base(v) * (log p_base(v) - log p_ext(v))
 
-averaged over positions, in nats.
+averaged over positions, in nats. Logits are the model's own: a final-logit softcap (Gemma 2, some
+Gemma 3) is applied, ``cap * tanh(z / cap)``, so the KL is of the distributions the model predicts.
+
+Softcapping also changes what "start a new output row D nats low" means: lowering the raw logit ``z``
+by ``s`` lowers the capped one by only about ``s * (1 - tanh²(z / cap))``. :meth:`Probe.shifts` solves,
+per new row, for the raw shift whose mean capped drop over the probe positions is D (without a cap: D).
 """
 
 from __future__ import annotations
@@ -26,6 +31,45 @@ CHUNK = 1024
 class Probe:
     hidden: torch.Tensor
     """Final (post-norm) hidden states at every position of the probe text, (positions, dim)."""
+    cap: float | None = None
+    """The model's final-logit softcapping (``runtime.logit_softcap``), None when it has none."""
+
+    def logits(self, h: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        from langadapt.runtime import softcap
+
+        return softcap(h.float() @ head.float().T, self.cap)
+
+    def shifts(self, rows: torch.Tensor, low: torch.Tensor, nats: float, max_positions: int = 1024,
+               iterations: int = 40) -> torch.Tensor:  # fmt: skip
+        """Raw shift along ``low`` for each of ``rows`` that lowers its capped logit by ``nats`` on average
+        over the probe positions (the first ``max_positions``); ``nats`` for every row without a cap.
+
+        The capped drop grows monotonically with the shift (every h · low > 0 when the remedy applies)
+        but is bounded by ``cap + capped logit``: a row that cannot drop ``nats`` (its logit is already
+        near ``-cap``, so it takes no mass) gets the largest shift searched, ``nats + 4 * cap / min(h · low)``.
+        """
+        import torch
+
+        count = rows.shape[0]
+        if self.cap is None or nats == 0 or count == 0:
+            return torch.full((count,), float(nats))
+        from langadapt.runtime import softcap
+
+        h = self.hidden[:max_positions].float()
+        along = h @ low.float()  # (positions,), mean about 1
+        hi_bound = nats + 4 * self.cap / max(along.min().item(), 1e-3)
+        out = torch.empty(count)
+        for c in range(0, count, CHUNK):
+            z = rows[c : c + CHUNK].float() @ h.T  # (rows, positions)
+            before = softcap(z, self.cap)
+            lo, hi = torch.zeros(z.shape[0]), torch.full((z.shape[0],), hi_bound)
+            for _ in range(iterations):  # bisection, every row at once
+                mid = (lo + hi) / 2
+                drop = (before - softcap(z - mid[:, None] * along[None, :], self.cap)).mean(1)
+                short = drop < nats
+                lo, hi = torch.where(short, mid, lo), torch.where(short, hi, mid)
+            out[c : c + CHUNK] = hi
+        return out
 
     def low_direction(self) -> torch.Tensor:
         """d with mean(h · d) = 1 over the probe positions: subtracting D·d from an output row lowers its
@@ -48,8 +92,8 @@ class Probe:
         with torch.inference_mode():
             for c in range(0, len(self.hidden), CHUNK):
                 h = self.hidden[c : c + CHUNK].float()
-                lp_b = torch.log_softmax(h @ base_head.float().T, -1)
-                lp_e = torch.log_softmax(h @ ext_head.float().T, -1)
+                lp_b = torch.log_softmax(self.logits(h, base_head), -1)
+                lp_e = torch.log_softmax(self.logits(h, ext_head), -1)
                 kl += (lp_b.exp() * (lp_b - lp_e[:, :rows_base])).sum().item()
                 p_e = lp_e.exp()
                 new_mass += p_e[:, n_base:n_ext].sum().item()
@@ -67,7 +111,7 @@ def probe_hidden(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
     import torch
 
     from langadapt.eval.bpb import document_start, encode_documents
-    from langadapt.runtime import autocast, model_device
+    from langadapt.runtime import autocast, logit_softcap, model_device
 
     start = document_start(tokenizer)
     states = []
@@ -77,4 +121,4 @@ def probe_hidden(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
             x = torch.tensor([ids[:max_len]], device=device)
             # position 0 is the start token; its prediction is of the first token, so keep it
             states.append(model.base_model(input_ids=x).last_hidden_state[0].float())
-    return Probe(torch.cat(states))
+    return Probe(torch.cat(states), cap=logit_softcap(model))

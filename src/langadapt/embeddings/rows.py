@@ -47,12 +47,13 @@ class RowPlan:
 
 def plan_rows(
     base_tok: PreTrainedTokenizerBase, ext_tok: PreTrainedTokenizerBase, rows_before: int,
-    pad_to_multiple_of: int | None,
+    pad_to_multiple_of: int | None, model_path: str | None = None,
 ) -> RowPlan:  # fmt: skip
     """Plan the rows for ``ext_tok``, which the caller has checked extends ``base_tok`` (check_extends)."""
     n_base, n_ext = len(base_tok), len(ext_tok)
     if rows_before < n_base:
-        raise UserError(f"the model has {rows_before} embedding rows but its tokenizer {n_base} tokens")
+        raise UserError(f"the model has {rows_before} embedding rows but its tokenizer {n_base} tokens: ids "
+                        f"{rows_before}..{n_base - 1} have no row", model_path)  # fmt: skip
     rows = max(n_ext, rows_before)
     if pad_to_multiple_of:
         rows = -(-rows // pad_to_multiple_of) * pad_to_multiple_of

@@ -133,14 +133,15 @@ def sequence_nats(
 def _window_nats(model, ids, mask, targets, bf16: bool) -> list[float]:
     import torch
 
+    from langadapt.runtime import head_logits
+
     with torch.inference_mode(), torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=bf16):
         hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
-        head = model.get_output_embeddings()
         rows, cols = torch.nonzero(targets != -100, as_tuple=True)
         nll = torch.empty(len(rows), dtype=torch.float64, device=ids.device)
         for c in range(0, len(rows), LOGIT_CHUNK):
             r, k = rows[c : c + LOGIT_CHUNK], cols[c : c + LOGIT_CHUNK]
-            logits = head(hidden[r, k]).float()
+            logits = head_logits(model, hidden[r, k]).float()  # the model's softcap too (Gemma 2)
             nll[c : c + LOGIT_CHUNK] = torch.nn.functional.cross_entropy(
                 logits, targets[r, k], reduction="none"
             ).double()

@@ -6,15 +6,18 @@ continuing-subword prefix, ...) is a :class:`UserError`, because appending merge
 what the user expects.
 
 "Units" are the strings BPE merges never cross: the base's own pre-tokens, or, for a Metaspace tokenizer
-run with ``split=False`` (the whole text is one pre-token), the words between ``▁`` boundaries when no
-base token spans such a boundary. Counting units, not documents, keeps merge learning cheap. A base
-whose tokens do span word boundaries (a ``tokenizers`` BPE trained with ``split=False``, unlike
-SentencePiece's own models) keeps whole pre-tokens as units: still exact, but then memory grows with
-the corpus rather than with its vocabulary.
+run with ``split=False`` (the whole text is one pre-token: Llama-2, Gemma), the words between ``▁``
+boundaries. Counting units, not documents, keeps merge learning cheap. A few base tokens may span such a
+boundary (Gemma's ``>▁</``): a boundary inside an occurrence of one of them in the text is not split
+there, which keeps the split exact (a merge can only cross a boundary by building such a token, and a
+token can only be built where its string occurs). A base with many of them (a ``tokenizers`` BPE
+trained with ``split=False``, unlike SentencePiece's own models) keeps whole pre-tokens as units: still
+exact, but then memory grows with the corpus rather than with its vocabulary.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections import Counter
@@ -29,6 +32,8 @@ from langadapt.models import resolve_tokenizer
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+#: Above this many cross-word tokens (or 1% of the vocabulary), units are whole pre-tokens.
+MAX_CROSS_WORD = 256
 BYTE_TOKEN = re.compile(r"^<0x[0-9A-F]{2}>$")
 # Files of a tokenizer folder that describe special tokens and chat formatting: copied unchanged.
 COPIED_FILES = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -47,7 +52,7 @@ class BaseTokenizer:
     replacement: str | None
     """The Metaspace character (None for byte-level)."""
     split_words: bool
-    """Split pre-tokens at word starts (Metaspace with whole-text pre-tokens, no cross-word tokens)."""
+    """Split pre-tokens at word starts (Metaspace with whole-text pre-tokens, few cross-word tokens)."""
     vocab: dict[str, int]
     strings: dict[int, str]
     first_new_id: int
@@ -58,6 +63,10 @@ class BaseTokenizer:
     """Strings a new token must not take (special tokens, ``<0xNN>`` byte tokens)."""
     merge_pairs: set[tuple[int, int]] = field(default_factory=set)
     """The base's merges as id pairs (never learned again)."""
+    cross_word_tokens: list[str] = field(default_factory=list)
+    """Tokens holding a word boundary after their start (``a▁b``): where one occurs, words are not split."""
+    added_outside_vocab: dict[str, int] = field(default_factory=dict)
+    """Added tokens whose ids lie outside the model vocabulary (Llama-3's specials), by content."""
     _tokenizer: Any = field(default=None, repr=False)
     """The parsed ``tokenizers.Tokenizer``."""
 
@@ -104,14 +113,17 @@ def load_base(name_or_path: str | Path) -> BaseTokenizer:
     barrier = {i for s, i in vocab.items() if model.get("byte_fallback") and BYTE_TOKEN.match(s)}
     if model.get("unk_token") in vocab:
         barrier.add(vocab[model["unk_token"]])
+    cross = cross_word_tokens(vocab, replacement)
     return BaseTokenizer(
         folder=folder, data=data, style=style, replacement=replacement,
-        split_words=style == "metaspace" and not _has_cross_word_tokens(vocab, replacement),
+        split_words=style == "metaspace" and len(cross) <= min(MAX_CROSS_WORD, len(vocab) // 100),
+        cross_word_tokens=cross,
         vocab=vocab, strings=strings,
         first_new_id=1 + max([*vocab.values(), *(t["id"] for t in added)]),
         barrier_ids=barrier,
         reserved_strings={t["content"] for t in added} | {strings[i] for i in barrier},
         merge_pairs={(vocab[a], vocab[b]) for a, b in merges if a in vocab and b in vocab},
+        added_outside_vocab={t["content"]: t["id"] for t in added if t["content"] not in vocab},
         _tokenizer=tokenizer,
     )  # fmt: skip
 
@@ -140,15 +152,15 @@ def _style(data: dict) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _has_cross_word_tokens(vocab: dict[str, int], replacement: str | None) -> bool:
-    """True when some token holds a word boundary after its start (e.g. ``s▁the``, ``e▁``).
+def cross_word_tokens(vocab: dict[str, int], replacement: str | None) -> list[str]:
+    """Tokens holding a word boundary after their start (e.g. ``s▁the``, ``e▁``, Gemma's ``>▁</``).
 
-    SentencePiece itself never makes those, but a ``tokenizers`` BPE trained with ``split=False`` does;
-    then splitting text into words would not match how the base tokenizes it.
+    SentencePiece's own models hold none or a handful, but a ``tokenizers`` BPE trained with
+    ``split=False`` holds many; then splitting text into words would not match how the base tokenizes it.
     """
     if not replacement:
-        return False
-    return any(replacement in s.lstrip(replacement) for s in vocab)
+        return []
+    return sorted(s for s in vocab if replacement in s.lstrip(replacement))
 
 
 def unit_splitter(base: BaseTokenizer) -> Callable[[str], list[str]]:
@@ -157,6 +169,21 @@ def unit_splitter(base: BaseTokenizer) -> Callable[[str], list[str]]:
     normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
     r = re.escape(base.replacement or "▁")
     boundary = re.compile(f"(?<=[^{r}])(?={r})")  # before a run of ▁ that follows a word
+    # every occurrence (overlapping ones too) of a cross-word token: no split inside it
+    cross = re.compile("(?=(" + "|".join(map(re.escape, base.cross_word_tokens)) + "))") \
+        if base.cross_word_tokens else None  # fmt: skip
+
+    def split(piece: str) -> list[str]:
+        cuts = [m.start() for m in boundary.finditer(piece)]
+        if cross is not None and cuts:
+            inside = {p for m in cross.finditer(piece) for t in _matches_at(piece, m.start())
+                      for p in range(m.start() + 1, m.start() + len(t))}  # fmt: skip
+            cuts = [c for c in cuts if c not in inside]
+        edges = [0, *cuts, len(piece)]
+        return [piece[a:b] for a, b in itertools.pairwise(edges) if a < b]
+
+    def _matches_at(piece: str, start: int) -> list[str]:
+        return [t for t in base.cross_word_tokens if piece.startswith(t, start)]
 
     def units(text: str) -> list[str]:
         if normalizer is not None:
@@ -164,7 +191,7 @@ def unit_splitter(base: BaseTokenizer) -> Callable[[str], list[str]]:
         pieces = [p for p, _ in pre_tokenizer.pre_tokenize_str(text)] if pre_tokenizer else [text]
         if not base.split_words:
             return pieces
-        return [u for p in pieces for u in boundary.split(p) if u]
+        return [u for p in pieces for u in split(p)]
 
     return units
 

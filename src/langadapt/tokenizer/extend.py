@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.config import ExtendConfig
 from langadapt.corpus.readers import check_corpus, iter_documents
+from langadapt.models import load_fast_tokenizer
 from langadapt.runs import EXTENSION_JSON, read_json, write_json_atomic, write_text_atomic
 from langadapt.tokenizer.base import (
     COPIED_FILES,
@@ -45,6 +46,16 @@ from langadapt.tokenizer.base import (
 )
 from langadapt.tokenizer.merges import LearnedMerge, learn_merges
 from langadapt.tokenizer.metrics import fertility_of_each
+from langadapt.tokenizer.spm import (
+    NewPieceFilter,
+    base_model,
+    check_agreement,
+    english_concatenations,
+    piece_rules,
+    sentencepiece_merges,
+    write_model,
+)
+from langadapt.tokenizer.verify import verify_extension
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -53,6 +64,8 @@ log = logging.getLogger(__name__)
 # Fertility of the training corpora in extension.json uses at most this many documents each: an
 # in-sample report figure, not worth encoding a 10 GB corpus twice (held-out corpora are measured whole).
 REPORT_MAX_DOCS = 1000
+# Target documents on which the base's tokenizer.model must agree with its tokenizer.json.
+SPM_CHECK_DOCS = 200
 
 
 @dataclass
@@ -91,11 +104,19 @@ class Extension:
         base = self.base
         model = dict(base.data["model"])
         vocab = dict(model["vocab"])
+        # Added tokens that sit after the model vocabulary (Llama-3's 256 specials, Qwen's 26) go into it
+        # at their own ids: `tokenizers` gives an added token missing from the model the id len(vocab),
+        # so the new tokens would otherwise push every one of them up and decode as special tokens.
+        vocab.update(base.added_outside_vocab)
         for i, token in enumerate(self.new_tokens(size)):
             vocab[token] = base.first_new_id + i
         strings = {**base.strings, **{i: s for s, i in vocab.items() if i >= base.first_new_id}}
         merges = merge_pairs(model)
-        merges += [[strings[m.left], strings[m.right]] for m in self._merges_for(size)]
+        proto = base_model(base)  # with a tokenizer.model: every split of every new piece, as SentencePiece
+        if proto is not None:
+            merges += sentencepiece_merges(vocab, base.first_new_id, proto)
+        else:
+            merges += [[strings[m.left], strings[m.right]] for m in self._merges_for(size)]
         model.update(vocab=vocab, merges=merges)
         return {**base.data, "model": model}
 
@@ -124,6 +145,10 @@ def plan_extension(
     reserved = set(base.reserved_strings)
     if base.ignore_merges:  # such a model takes a whole unit found in the vocab as is, merges or not
         reserved |= set(english)
+    proto = base_model(base)  # new pieces follow the base's piece rules; with all splits merged, none may
+    if proto is not None:  # equal two adjacent English tokens (langadapt.tokenizer.spm)
+        reserved |= english_concatenations(english_pairs, strings)
+    reserved = NewPieceFilter(reserved, piece_rules(base, proto))
     merges = learn_merges(
         words, list(target.values()), strings, next_id=base.first_new_id + len(chars),
         num_new_tokens=num_new_tokens - len(chars), min_frequency=min_frequency,
@@ -167,6 +192,8 @@ def extend(cfg: ExtendConfig, out: Path) -> dict[str, Any]:
     start = time.perf_counter()
     base = load_base(cfg.base)
     paths = _corpora(cfg)
+    if base_model(base) is not None:  # a stale base tokenizer.model is bad input, not our bug: fail early
+        check_agreement(base.folder, iter_documents(paths["target"], cfg.text_field, SPM_CHECK_DOCS))
     english = iter_documents(paths["english"], cfg.text_field) if paths["english"] else None
     ext = plan_extension(base, iter_documents(paths["target"], cfg.text_field, cfg.max_docs),
                          num_new_tokens=cfg.num_new_tokens, min_frequency=cfg.min_frequency,
@@ -174,8 +201,12 @@ def extend(cfg: ExtendConfig, out: Path) -> dict[str, Any]:
     if ext.added < cfg.num_new_tokens:
         log.warning("only %d of %d new tokens occur at least %d times in the corpus", ext.added,
                     cfg.num_new_tokens, cfg.min_frequency)  # fmt: skip
-    dropped = save_tokenizer_folder(base, ext.tokenizer_json(), out)
-    record = {**_describe(cfg, base, ext, paths), "dropped_files": dropped}
+    # one tokenizer.json, serialised and parsed once: a 262k vocabulary takes seconds each time
+    tokenizer_json = ext.tokenizer_json()
+    dropped = save_tokenizer_folder(base, tokenizer_json, out)
+    new = load_fast_tokenizer(out)
+    record = {**_describe(cfg, base, ext, paths, new), "dropped_files": dropped}
+    record["verification"] = verify_own_output(cfg, base, out, paths, (new, tokenizer_json))
     record["seconds"] = round(time.perf_counter() - start, 3)
     write_json_atomic(out / EXTENSION_JSON, record)
     return {"added": ext.added, "new_vocab_size": record["new_vocab_size"], "fertility": record["fertility"],
@@ -190,9 +221,10 @@ def _corpora(cfg: ExtendConfig) -> dict[str, list[Path]]:
             for role, files in given.items()}  # fmt: skip
 
 
-def _describe(cfg: ExtendConfig, base: BaseTokenizer, ext: Extension, paths: dict[str, list[Path]]) -> dict:
+def _describe(cfg: ExtendConfig, base: BaseTokenizer, ext: Extension, paths: dict[str, list[Path]],
+              new: Tokenizer) -> dict:  # fmt: skip
     """extension.json without timings: sizes, the new tokens, fertility before and after per corpus."""
-    old, new = base.tokenizer(), ext.tokenizer()
+    old = base.tokenizer()
     fert = {}
     for role, files in paths.items():
         if not files:
@@ -221,15 +253,35 @@ def _describe(cfg: ExtendConfig, base: BaseTokenizer, ext: Extension, paths: dic
     }
 
 
+def verify_own_output(cfg: ExtendConfig, base: BaseTokenizer, out: Path, paths: dict[str, list[Path]],
+                      new: tuple[Tokenizer, dict]) -> dict:  # fmt: skip
+    """``tokenizer verify`` on the folder just written (held-out text where given, else a sample of the
+    training text). A broken id layout, round-trip, merge chain or tokenizer.model is a bug: it stops the
+    stage before the folder is committed. Held-out English that changes is reported, not fatal."""
+    def sample(heldout: str, train: str) -> list[str]:
+        files, limit = (paths[heldout], None) if paths[heldout] else (paths[train], REPORT_MAX_DOCS)
+        return list(iter_documents(files, cfg.text_field, limit)) if files else []
+
+    result = verify_extension(base.folder, out, texts=sample("target_heldout", "target"),
+                              english=sample("english_heldout", "english"), max_english_changed=1.0,
+                              loaded=(base.tokenizer(), base.data, *new))  # fmt: skip
+    if not result.ok:
+        raise RuntimeError("the extended tokenizer failed its own verification (a langadapt bug; please "
+                           "report it): " + "; ".join(result.failures))  # fmt: skip
+    return result.as_dict()
+
+
 def save_tokenizer_folder(base: BaseTokenizer, tokenizer_json: dict[str, Any], out: Path) -> list[str]:
     """Write tokenizer.json and copy the base's special-token and chat-template files; return dropped ones."""
-    write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json, ensure_ascii=False, indent=2))
+    # no indent: json's C encoder (indent falls back to the Python one, seconds for a 262k vocabulary)
+    write_text_atomic(out / "tokenizer.json", json.dumps(tokenizer_json, ensure_ascii=False))
     for name in COPIED_FILES:
         if (base.folder / name).is_file():
             shutil.copy2(base.folder / name, out / name)
     if (base.folder / "additional_chat_templates").is_dir():
         shutil.copytree(base.folder / "additional_chat_templates", out / "additional_chat_templates")
-    dropped = [name for name in STALE_FILES if (base.folder / name).exists()]
+    written = {"tokenizer.model"} if write_model(base, tokenizer_json, out / "tokenizer.model") else set()
+    dropped = [name for name in STALE_FILES if (base.folder / name).exists() and name not in written]
     for name in dropped:
         log.warning("%s is not copied: it holds the base vocabulary only; tokenizer.json is the extended "
                     "tokenizer", base.folder / name)  # fmt: skip

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.corpus.readers import check_corpus, iter_documents
 from langadapt.errors import reading
-from langadapt.tokenizer.base import BYTE_TOKEN
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -78,9 +77,10 @@ def _special_ids(tok) -> tuple[set[int], set[int]]:
     byte_fallback, unk = getattr(model, "byte_fallback", False), getattr(model, "unk_token", None)
     if not byte_fallback and unk is None:
         return set(), set()
-    vocab = tok.get_vocab(with_added_tokens=False)
-    byte_ids = {i for s, i in vocab.items() if BYTE_TOKEN.match(s)} if byte_fallback else set()
-    return byte_ids, ({vocab[unk]} if unk in vocab else set())
+    # look the 256 byte tokens up rather than scanning the vocabulary (get_vocab of 262k tokens: 0.3 s)
+    byte_ids = {tok.token_to_id(f"<0x{b:02X}>") for b in range(256)} - {None} if byte_fallback else set()
+    unk_id = tok.token_to_id(unk) if unk is not None else None
+    return byte_ids, ({unk_id} if unk_id is not None else set())
 
 
 def _ratios(n: dict[str, int]) -> dict[str, Any]:

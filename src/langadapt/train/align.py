@@ -64,12 +64,48 @@ def check_model(cfg: AlignConfig) -> Path:
     return model_dir
 
 
-def attention_kernel(requested: str, device: Any) -> str:
+def attention_kernel(requested: str, device: Any, model_dir: Path | None = None) -> str:
+    """The model's ``attn_implementation``: ``auto`` asks the architecture what transformers supports for
+    it (flash-attention 2 on CUDA with flash-attn installed, else SDPA, else eager: Gemma 2 has no SDPA);
+    an explicit kernel the architecture lacks is refused before the model loads."""
     import importlib.util
 
+    supported = _supported_kernels(model_dir)
     if requested != "auto":
+        family = requested.rsplit("_", 1)[0] if requested.startswith("flash_attention") else requested
+        if supported is not None and family not in supported:
+            raise UserError(f"attention {requested!r}: this architecture does not support it (transformers "
+                            f"supports {', '.join(sorted(supported))}; 'auto' chooses among them)", model_dir)  # fmt: skip
         return requested
-    return "flash_attention_2" if device.type == "cuda" and importlib.util.find_spec("flash_attn") else "sdpa"
+    if supported is None:
+        supported = {"flash_attention", "sdpa", "eager"}
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") and "flash_attention" in supported:
+        return "flash_attention_2"
+    return "sdpa" if "sdpa" in supported else "eager"
+
+
+def _supported_kernels(model_dir: Path | None) -> set[str] | None:
+    """``{"flash_attention", "sdpa", "eager"}`` minus what the model class of ``model_dir`` lacks (None: unknown)."""
+    if model_dir is None:
+        return None
+    from langadapt.train.masking import supported_paths
+
+    cls = model_class(model_dir)
+    if cls is None:
+        return None
+    names = {"flash": "flash_attention", "sdpa": "sdpa", "eager": "eager"}
+    return {names[p] for p in supported_paths(cls) if p in names}
+
+
+def model_class(model_dir: Path) -> Any:
+    """The transformers causal-LM class of the model folder (its config's model type), None when unknown."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir))
+        return AutoModelForCausalLM._model_mapping[type(config)]
+    except (KeyError, OSError, ValueError):
+        return None
 
 
 def setup(cfg: AlignConfig, model_dir: Path) -> Setup:
@@ -93,7 +129,7 @@ def setup(cfg: AlignConfig, model_dir: Path) -> Setup:
     saved = tokenizer.chat_template
     train_template, how = training_template(tokenizer, cfg.chat_template or None)
     tokenizer.chat_template = train_template  # what trl renders with; final/ gets `saved` back
-    kernel = attention_kernel(cfg.attention, device)
+    kernel = attention_kernel(cfg.attention, device, model_dir)
     with reading(model_dir, "cannot load model", catch=(OSError, ValueError, ImportError)):
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, attn_implementation=kernel)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):

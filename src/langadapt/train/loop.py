@@ -27,9 +27,10 @@ class Trainer:
         self.accelerator = acc = make_accelerator(out, **accelerator_settings(cfg))
         acc.wait_for_everyone()  # the runner's main process has made the work folder
         torch.manual_seed(cfg.seed)
-        self.attention = masking.choose_attention(cfg.attention, acc.device)
         self.tokenizer = load_tokenizer(model_dir)
         model = load_model(model_dir)
+        # per architecture: what transformers says the model supports (Gemma 2 has no SDPA)
+        self.attention = masking.choose_attention(cfg.attention, acc.device, model)
         model.set_attn_implementation(masking.HF_IMPLEMENTATION[self.attention])
         model.config.use_cache = False  # see masking.py: a cache turns packed-sequence masking off
         if cfg.gradient_checkpointing:
@@ -99,7 +100,8 @@ class Trainer:
                 yield {k: torch.from_numpy(v).to(acc.device) for k, v in self.dataset.batch(rows).items()}
 
         def loss_fn(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-            kwargs = masking.forward_kwargs(self.attention, batch["input_ids"], batch["position_ids"])
+            kwargs = masking.forward_kwargs(self.attention, batch["input_ids"], batch["position_ids"],
+                                            self.model_config)  # fmt: skip
             return model(**kwargs, num_items_in_batch=n_items).loss
 
         self.model.train()
