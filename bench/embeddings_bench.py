@@ -21,10 +21,10 @@ import torch
 from langadapt.config import DistillConfig, InitConfig
 from langadapt.corpus.readers import iter_documents
 from langadapt.embeddings.distill import train_new_rows
-from langadapt.eval.bpb import bpb_of_model
 from langadapt.models import load_model, load_tokenizer, resolve_model
 from langadapt.runs import run_stage
 from langadapt.runtime import bf16_is_faster
+from langadapt.scoring import bpb_of_model
 from langadapt.stages import BY_NAME
 
 CORPORA = Path("/work/shared/corpora")

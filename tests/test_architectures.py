@@ -46,9 +46,9 @@ ARCHITECTURES = {
     "phi3": ("phi3", False, 53),  # Phi-3-mini: 32,064 rows for 32,011 tokens
     "olmo2": ("gpt2", False, 47),  # OLMo: padded to a multiple of 64
 }
-FULL_CHAIN = {"gemma2", "olmo2"}
-"""Families that also run sft and dpo (the others stop after pretrain + eval: with real vocabularies trl's
-steps are among the slowest; these two cover tied + softcapped + eager on 262k rows, untied + padded)."""
+FULL_CHAIN = set(ARCHITECTURES)
+"""Families that also run sft and dpo: all of them (one step each; trl with a real vocabulary is a few
+seconds per family)."""
 SLOW_CHAINS = {"qwen3", "gemma3_text"}
 """Chains run with -m slow only (the default suite must stay within ~10 minutes): their tokenizers are
 qwen2's and gemma2's, and their attention masking is tested in the default suite."""
@@ -223,8 +223,8 @@ def test_init_kl_is_small_and_is_the_models_own(chain):
 
 def _forward_kl(base_dir: Path, ext_dir: Path, texts: list[str]) -> float:
     """Mean KL(base || extended) over every position of ``texts`` read as init's probe reads them."""
-    from langadapt.eval.bpb import document_start, encode_documents
     from langadapt.models import load_tokenizer
+    from langadapt.tokenizer.document import document_start, encode_documents
 
     base, ext = _reload(base_dir), _reload(ext_dir)
     tokenizer = load_tokenizer(base_dir)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from langadapt.eval.bpb import bpb_of_model, document_start, windows
+from langadapt.scoring import bpb_of_model, windows
+from langadapt.tokenizer.document import document_start
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

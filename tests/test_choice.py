@@ -64,8 +64,8 @@ def test_split_moves_trailing_whitespace_and_matches_the_joined_tokenization(byt
 
 
 def test_every_prompt_starts_with_the_document_start_token(bytelevel_tok):
-    from langadapt.eval.bpb import document_start
     from langadapt.models import load_tokenizer
+    from langadapt.tokenizer.document import document_start
 
     tok = load_tokenizer(bytelevel_tok)
     start = document_start(tok)
@@ -144,7 +144,7 @@ def uniform_model(tmp_path_factory, tiny_untied_padded):
 
 def test_a_model_that_prefers_the_right_choice_gets_accuracy_1(tmp_path, uniform_model, capsys):
     """Under a uniform model a continuation of k tokens scores -k ln V: the one-token choice wins."""
-    from langadapt.eval.bpb import document_start
+    from langadapt.tokenizer.document import document_start
 
     model, tok = load(uniform_model)
     items = [{"question": "Pick the short one.", "choices": ["the", "zqxv wkpj ßøæ", "ŁŁŁŁ ŁŁŁŁ ŁŁ"], "answer": 0},

@@ -13,8 +13,8 @@ import pytest
 
 from langadapt.config import DistillConfig, InitConfig
 from langadapt.corpus.readers import iter_documents
-from langadapt.eval.bpb import bpb_of_model
 from langadapt.runtime import bf16_is_faster
+from langadapt.scoring import bpb_of_model
 
 pytestmark = pytest.mark.slow
 CORPORA = Path("/work/shared/corpora")

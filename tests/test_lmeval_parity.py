@@ -27,10 +27,12 @@ pytest.importorskip("lm_eval")
 
 import tiny
 
+from langadapt import prompts as P
 from langadapt.config import ChoiceConfig, EvalConfig, TranslateConfig
 from langadapt.eval import lmeval
 from langadapt.eval import translate as T
-from langadapt.eval.choice import METRICS, RESULTS_JSON, SAMPLES_JSONL
+from langadapt.eval.choice import METRICS
+from langadapt.eval.common import RESULTS_JSON, SAMPLES_JSONL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,7 +91,7 @@ def newline_prone(folder: Path, scale: float = 0.06) -> Path:
     from langadapt.models import load_model, load_tokenizer
 
     model, tok = load_model(folder), load_tokenizer(folder)
-    (newline,) = [i for i in T.newline_token_ids(tok)
+    (newline,) = [i for i in P.newline_token_ids(tok)
                   if tok.decode([i]) == "\n" and not tok.convert_ids_to_tokens(i).startswith("<0x")]
     direction = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -186,7 +188,7 @@ def test_translate_matches_lm_eval(tmp_path, model, data):
         assert gen["until"] == ["\n"] and gen["do_sample"] is False
         assert cap == max(s["max_new_tokens"] for s in ours)
         # greedy, at the same cap: the same text
-        same_cap = T.generate(model_, tok, prompts, [cap] * len(prompts), batch_size=2)
+        same_cap = P.generate(model_, tok, prompts, [cap] * len(prompts), batch_size=2)
         assert [s["resps"][0][0] for s in logged] == [text for text, _ in same_cap]
         # the stage's outputs that ended before their own cap are lm-eval's
         outputs = [s["filtered_resps"][0] for s in logged]
@@ -202,8 +204,10 @@ def test_translate_matches_lm_eval(tmp_path, model, data):
 
 
 def test_bits_per_byte_matches_lm_eval(tmp_path, model, data):
-    from langadapt.eval.bpb import document_start, encode_documents, read_heldout, sequence_nats
+    from langadapt.corpus.readers import read_heldout
     from langadapt.models import load_model, load_tokenizer
+    from langadapt.scoring import sequence_nats
+    from langadapt.tokenizer.document import document_start, encode_documents
 
     out = tmp_path / "bpb"
     cfg = EvalConfig(models=[str(model)], target=[str(data["heldout"])], english=[str(data["heldout"])],

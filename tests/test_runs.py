@@ -7,7 +7,7 @@ import json
 import pytest
 
 from langadapt.errors import UserError
-from langadapt.runs import atomic_output_dir, is_done, mark_done, write_stage_json
+from langadapt.runs import STAGE_JSON, atomic_output_dir, is_done, mark_done, stage_record, write_json_atomic
 
 
 def test_failure_leaves_no_output(tmp_path):
@@ -22,7 +22,7 @@ def test_failure_leaves_no_output(tmp_path):
 def test_success_renames_and_records(tmp_path):
     out = tmp_path / "stage"
     with atomic_output_dir(out) as tmp:
-        write_stage_json(tmp, "demo", {"a": 1}, 1.23456, figure=3)
+        write_json_atomic(tmp / STAGE_JSON, stage_record("demo", {"a": 1}, 1.23456, {"figure": 3}))
         mark_done(tmp)
     record = json.loads((out / "stage.json").read_text())
     assert record["config"] == {"a": 1} and record["figure"] == 3 and "langadapt_version" in record

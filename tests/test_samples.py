@@ -9,8 +9,8 @@ import pytest
 import tiny
 
 from langadapt.cli import main
+from langadapt.corpus.readers import cut_document, read_heldout
 from langadapt.eval import samples as S
-from langadapt.eval.bpb import cut_document, read_heldout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

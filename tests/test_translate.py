@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import tiny
 
+from langadapt import prompts as P
 from langadapt.cli import main
 from langadapt.config import TranslateConfig
 from langadapt.eval import translate as T
@@ -57,13 +58,13 @@ def test_a_perfect_translation_scores_100():
 
 def test_shots_are_seeded_and_never_a_test_item(hu_texts, en_texts):
     pairs = parallel(60, hu_texts, en_texts, split=False)
-    test, pool = T.split_items(pairs, "valid", 20, seed=3)
+    test, pool = P.split_items(pairs, "valid", 20, seed=3)
     assert len(test) == 20 and len(pool) == 40
-    a = T.choose_shots(pool, test, "en", "hu", 5, seed=3)
-    assert a == T.choose_shots(pool, test, "en", "hu", 5, seed=3)
-    assert a != T.choose_shots(pool, test, "en", "hu", 5, seed=4)
+    a = P.choose_shots(pool, test, "en", "hu", 5, seed=3)
+    assert a == P.choose_shots(pool, test, "en", "hu", 5, seed=3)
+    assert a != P.choose_shots(pool, test, "en", "hu", 5, seed=4)
     assert not {p["en"] for p in a} & {p["en"] for p in test}
-    prompt = T.build_prompt([("a b", "c d"), ("e", "f")], "g h")
+    prompt = P.build_prompt([("a b", "c d"), ("e", "f")], "g h")
     assert prompt == "a b = c d\n\ne = f\n\ng h ="
 
 
@@ -72,10 +73,10 @@ def test_the_cut_is_at_the_first_newline(bytelevel_tok):
 
     tok = load_tokenizer(bytelevel_tok)
     ids = tok("the cat\nsat there", add_special_tokens=False)["input_ids"]
-    assert T.cut_output(tok, ids, 100) == ("the cat", False)
+    assert P.cut_output(tok, ids, 100) == ("the cat", False)
     plain = tok("the cat sat there", add_special_tokens=False)["input_ids"]
-    assert T.cut_output(tok, plain, 3) == (tok.decode(plain[:3]), True)  # the cap reached without a newline
-    assert T.cut_output(tok, plain, 100) == ("the cat sat there", False)  # stopped (EOS) before the cap
+    assert P.cut_output(tok, plain, 3) == (tok.decode(plain[:3]), True)  # the cap reached without a newline
+    assert P.cut_output(tok, plain, 100) == ("the cat sat there", False)  # stopped (EOS) before the cap
 
 
 def test_caps_follow_the_reference_in_the_models_own_tokens(bytelevel_tok, metaspace_tok):
@@ -85,15 +86,15 @@ def test_caps_follow_the_reference_in_the_models_own_tokens(bytelevel_tok, metas
     for folder in (bytelevel_tok, metaspace_tok):
         tok = load_tokenizer(folder)
         counts = [len(tok(r, add_special_tokens=False)["input_ids"]) for r in refs]
-        assert T.token_caps(tok, refs, 1.5, 8) == [math.ceil(1.5 * c) + 8 for c in counts]
+        assert P.token_caps(tok, refs, 1.5, 8) == [math.ceil(1.5 * c) + 8 for c in counts]
 
 
 def test_batched_generation_equals_unbatched(tiny_tied, hu_texts, en_texts):
     model, tok = load(tiny_tied)
-    prompts = [T.build_prompt([("one", "egy")], en_texts[i][: 10 + 7 * i]) for i in range(5)]
+    prompts = [P.build_prompt([("one", "egy")], en_texts[i][: 10 + 7 * i]) for i in range(5)]
     caps = [3, 9, 5, 12, 6]
-    one = T.generate(model, tok, prompts, caps, batch_size=1)
-    four = T.generate(model, tok, prompts, caps, batch_size=4)
+    one = P.generate(model, tok, prompts, caps, batch_size=1)
+    four = P.generate(model, tok, prompts, caps, batch_size=4)
     assert one == four
     assert all("\n" not in text for text, _ in one)
     for (text, cut), cap in zip(one, caps):

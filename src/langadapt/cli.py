@@ -146,12 +146,13 @@ def _default(f: dataclasses.Field) -> Any:
 
 
 def stage_parameters(stage: Stage) -> list[inspect.Parameter]:
-    """One ``--option`` per config field (type, default, help = the field's docstring), then ``--out``;
-    a stage of a run (``run_arg``) takes that field as its positional argument instead of ``--out``."""
+    """One ``--option`` per config field (type, default, help = the field's docstring), the stage's own
+    options first (:func:`langadapt.config.option_fields`), then ``--out``; a stage of a run (``run_arg``)
+    takes that field as its positional argument instead of ``--out``."""
     docs = C.field_docs(stage.config)
     hints = typing.get_type_hints(stage.config)
     params = []
-    for f in dataclasses.fields(stage.config):
+    for f in C.option_fields(stage.config):
         help_text = docs.get(f.name, "") + (" (path)" if C.is_path_field(f) else "")
         if f.name == stage.run_arg:
             argument = typer.Argument(help=docs.get(f.name, ""), show_default=False, metavar=f.name.upper())

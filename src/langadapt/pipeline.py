@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from langadapt import config as C
+from langadapt.data.chat_data import FILES
+from langadapt.eval.common import TASK_JSONL
+from langadapt.models import ALIASES
 from langadapt.runs import check_finished, is_done, run_stage, to_jsonable, write_text_atomic
 from langadapt.stages import BY_NAME, STAGES, Stage
 
@@ -82,8 +85,6 @@ def resolve_paths(recipe: C.Recipe, base_dir: Path) -> C.Recipe:
 
 
 def _resolve(base_dir: Path, value: str) -> str:
-    from langadapt.models import ALIASES
-
     if value in ALIASES or Path(value).is_absolute():
         return value
     return str(base_dir / value)  # globs stay globs; corpus prepare expands them
@@ -121,7 +122,8 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
 
     if recipe.prepare:
         add("prepare", input=target_train, lang=recipe.target_lang)
-        from langadapt.corpus.prepare import output_files
+
+        from langadapt.corpus.prepare import output_files  # datatrove: only when a recipe prepares a corpus
 
         target_train = output_files(dirs["prepare"])
     if recipe.sweep:
@@ -151,7 +153,6 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
     if recipe.make_choice:
         add("make_choice", pairs=d.parallel, tgt=recipe.target_lang)
     if recipe.choice:
-        from langadapt.eval.choice import TASK_JSONL
 
         task = str(dirs["make_choice"] / TASK_JSONL) if recipe.make_choice else ""
         add("choice", models=compared, task=task)
@@ -171,9 +172,6 @@ def _plan_alignment(recipe: C.Recipe, add: Callable[..., None], dirs: dict[str, 
     """The chat stages, after the adapted model's evaluation: data make-chat, data translate, train sft,
     train dpo, eval chat. Planned last, they add to a run without changing what its evaluations compare,
     so a recipe that extends a finished base run (the chat demo) skips that run's stages."""
-    from langadapt.data.chat_data import FILES
-    from langadapt.data.translate import TRANSLATED, output_names
-
     d, chat_data = recipe.data, dirs["make_chat"]
     made = {role: [str(chat_data / name)] if recipe.make_chat else [] for role, name in FILES.items()}
     if recipe.make_chat:
@@ -181,6 +179,8 @@ def _plan_alignment(recipe: C.Recipe, add: Callable[..., None], dirs: dict[str, 
             target_heldout=d.target_valid, tgt=recipe.target_lang)  # fmt: skip
     translated: list[str] = []
     if recipe.data_translate:
+        from langadapt.data.translate import TRANSLATED, output_names  # datatrove (language scripts)
+
         add("data_translate", input=made["to_translate"], translator=adapted, pairs=d.parallel, tgt=recipe.target_lang)
         inputs = [Path(p) for p in recipe.data_translate.input]
         translated = [str(dirs["data_translate"] / TRANSLATED / n) for n in output_names(inputs)]

@@ -38,6 +38,8 @@ STAGE_JSON = "stage.json"
 STARTED_JSON = "started.json"
 """In a work folder: the config (and langadapt version) the unfinished run started with."""
 EXTENSION_JSON = "extension.json"
+METRICS_JSONL = "metrics.jsonl"
+"""In a training run folder: one JSON record per optimizer step and per evaluation."""
 """In a tokenizer folder (and the model folders made from it): base_vocab_size, the added tokens, fertility."""
 
 
@@ -93,19 +95,6 @@ def provenance() -> dict[str, Any]:
         if commit.returncode == 0:
             info["git_commit"] = commit.stdout.strip()
     return info
-
-
-def write_stage_json(folder: Path, stage: str, config: Any, seconds: float, **figures: Any) -> dict:
-    """Record what a stage did in ``folder/stage.json``; returns the record."""
-    record = {
-        "stage": stage,
-        **provenance(),
-        "seconds": round(seconds, 3),
-        "config": to_jsonable(config),
-        **to_jsonable(figures),
-    }
-    write_json_atomic(Path(folder) / STAGE_JSON, record)
-    return record
 
 
 def check_new_output(out: Path) -> None:

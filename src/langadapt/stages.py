@@ -1,7 +1,8 @@
 """THE list of stages. The CLI subcommands, the recipe runner's plan, path resolution and the recipe
 reference (docs/recipes.md) are all derived from it.
 
-Adding a stage = one config dataclass in :mod:`langadapt.config` + one entry function
+Adding a stage = one config dataclass in its family's module of :mod:`langadapt.config` (built on the
+shared bases there: runtime settings, text field, model list) + one entry function
 ``fn(cfg, work: Path) -> dict`` that only computes (into ``work``; it returns the figures stage.json
 records) + one line here + its wiring in :func:`langadapt.pipeline.plan`. The protocol around it
 (skip, refuse, resume, atomic commit, stage.json, DONE) is :func:`langadapt.runs.run_stage`'s.
@@ -138,7 +139,7 @@ def recipe_reference() -> str:
             usage = f"{stage.command} RUN_DIR" if stage.run_arg else f"{stage.command} ... --out DIR"
             lines += ["", f"`langadapt {usage}` — {stage.help} Run folder: `{stage.folder}/`."]
         lines += ["", "| key | default | meaning |", "|---|---|---|"]
-        for f in dataclasses.fields(cls):
+        for f in C.option_fields(cls):  # the section's own keys first
             if cls is C.Recipe and f.name in ("data", *BY_NAME):
                 continue
             if f.default is not dataclasses.MISSING:

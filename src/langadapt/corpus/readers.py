@@ -135,13 +135,30 @@ def _iter_jsonl(fh: io.TextIOBase, path: Path, text_field: str) -> Iterator[str]
         yield text
 
 
-def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
+def _parquet_file(path: Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        pfile = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises its own error types for non-parquet files
         raise UserError(f"not a parquet file ({exc})", path) from exc
+
+
+def _saved_dataset(path: Path, splits: tuple[str, ...], hint: str = "") -> Any:
+    """A ``save_to_disk`` folder as a Dataset (memory-mapped: rows are read lazily); of a DatasetDict the
+    first of ``splits`` it holds, else its first split."""
+    if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        raise UserError(f"folder is not a saved datasets folder{hint}", path)
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(path))
+    if hasattr(ds, "keys"):
+        ds = ds[next((s for s in splits if s in ds), next(iter(ds.keys())))]
+    return ds
+
+
+def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
+    pfile = _parquet_file(path)
     if text_field not in pfile.schema_arrow.names:
         raise UserError(f"parquet file has no column {text_field!r} (set --text-field)", path)
     for batch in pfile.iter_batches(batch_size=1024, columns=[text_field]):
@@ -149,13 +166,7 @@ def _iter_parquet(path: Path, text_field: str) -> Iterator[str]:
 
 
 def _iter_saved_dataset(path: Path, text_field: str) -> Iterator[str]:
-    if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-        raise UserError(f"folder is not a saved datasets folder (use {SUPPORTED})", path)
-    from datasets import load_from_disk
-
-    ds = load_from_disk(str(path))  # memory-mapped: rows are read lazily
-    if hasattr(ds, "keys"):  # a DatasetDict: the train split, else the first
-        ds = ds["train"] if "train" in ds else ds[next(iter(ds.keys()))]
+    ds = _saved_dataset(path, ("train",), f" (use {SUPPORTED})")
     if text_field not in ds.column_names:
         raise UserError(f"dataset has no column {text_field!r} (set --text-field)", path)
     for start in range(0, len(ds), 1024):
@@ -190,3 +201,70 @@ def iter_json_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise UserError(f"not UTF-8 text (byte {exc.start}: {exc.reason})", path) from exc
     except (gzip.BadGzipFile, EOFError) as exc:
         raise UserError(f"cannot read: {exc}", path) from exc
+
+
+def read_heldout(corpora: dict[str, list[str]], max_docs: int | None, text_field: str = "text",
+                 max_chars: int | None = None) -> dict[str, list[str]]:  # fmt: skip
+    """``{"target": [...], "english": [...]}``: the first ``max_docs`` documents of each named corpus
+    (corpora without files are left out), each cut to its first ``max_chars`` characters
+    (:func:`cut_document`), read once, up front."""
+    return {
+        name: [cut_document(doc, max_chars) for doc in iter_documents(check_corpus(files, text_field),
+                                                                       text_field, max_docs)]
+        for name, files in corpora.items()
+        if files
+    }  # fmt: skip
+
+
+def cut_document(text: str, max_chars: int | None) -> str:
+    """The first ``max_chars`` characters of ``text``, cut back to the last whitespace if there is one in
+    the second half (unspaced scripts: at ``max_chars``). Cutting text, not tokens, gives every model the
+    same bytes to score, whatever its tokenizer."""
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return cut[:space] if space >= max_chars // 2 else cut
+
+
+def read_pairs(path: str | Path, src: str, tgt: str, split: str | None) -> list[dict[str, Any]]:
+    """The pairs of a parallel jsonl[.gz] with both fields non-blank, of ``split`` where a pair has one."""
+    path = Path(path)
+    pairs, total = [], 0
+    for lineno, rec in iter_json_records(path):
+        total += 1
+        for lang in (src, tgt):
+            if lang not in rec:
+                raise UserError(f"line {lineno} has no field {lang!r} (set --src / --tgt)", path)
+            if not isinstance(rec[lang], str):
+                raise UserError(f"line {lineno}: field {lang!r} is not a string", path)
+        if split and rec.get("split", split) != split:
+            continue
+        if rec[src].strip() and rec[tgt].strip():
+            pairs.append(rec)
+    if not total:
+        raise UserError("parallel file holds no pairs", path)
+    return pairs
+
+
+def iter_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``line N`` / ``row N``, record) of every whole record of one jsonl[.gz] / json[.gz] / parquet file or
+    saved datasets folder (chat and preference data; of a DatasetDict the train, train_sft or train_prefs
+    split, else the first)."""
+    name = path.name.lower()
+    if not path.exists():
+        raise UserError("file not found", path)
+    if path.is_dir():
+        for row, record in enumerate(_saved_dataset(path, ("train", "train_sft", "train_prefs")), 1):
+            yield f"row {row}", record
+    elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
+        for lineno, record in iter_json_records(path):
+            yield f"line {lineno}", record
+    elif name.endswith(".parquet"):
+        row = 0
+        for batch in _parquet_file(path).iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                row += 1
+                yield f"row {row}", record
+    else:
+        raise UserError(f"unsupported data format (use {SUPPORTED.replace('.txt, ', '')})", path)

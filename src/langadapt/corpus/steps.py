@@ -22,6 +22,7 @@ from datatrove.pipeline.readers import JsonlReader, ParquetReader
 from datatrove.pipeline.readers.base import BaseReader
 
 from langadapt.corpus import scripts
+from langadapt.corpus.readers import iter_documents
 
 # datatrove's PIIFormatter e-mail pattern, reused so both tools agree on what an address is.
 EMAIL_RE = (
@@ -60,7 +61,6 @@ class CorpusReader(BaseReader):
         elif path.is_file() and name.endswith(".parquet"):
             yield from ParquetReader(str(path.parent), text_key=self.text_key).read_file(path.name)
         else:
-            from langadapt.corpus.readers import iter_documents
 
             for i, text in enumerate(iter_documents([path], self.text_key)):
                 yield Document(text=text, id=f"{path}/{i}", metadata={"file_path": str(path)})

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.config import MakeChatConfig
+from langadapt.corpus.readers import check_corpus, iter_documents, read_pairs
 from langadapt.errors import UserError
 from langadapt.runs import write_jsonl_atomic
 
@@ -132,9 +133,6 @@ def heading_items(headed: list[tuple[str, str]], template: str,
 
 def make_chat(cfg: MakeChatConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``data make-chat``): write the demonstration instruction and preference files."""
-    from langadapt.corpus.readers import check_corpus, iter_documents
-    from langadapt.eval.choice_task import read_pairs
-
     if not cfg.tgt:
         raise UserError("data make-chat needs --tgt (the parallel file's target-language field)")
     if not cfg.pairs or not cfg.target or not cfg.english or not cfg.target_heldout:

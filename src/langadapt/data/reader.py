@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from langadapt.data.tokens import tokenizer_fingerprint
 from langadapt.errors import UserError
+from langadapt.models import resolve_tokenizer
 from langadapt.runs import is_done
 
 FORMAT = "langadapt-packed-v1"
@@ -99,9 +101,6 @@ def segment_lengths(position_ids: np.ndarray) -> np.ndarray:
 
 def check_tokenizer(folder: str | Path, tokenizer: str | Path) -> None:
     """UserError unless ``folder`` was packed with the same tokenizer (by content fingerprint)."""
-    from langadapt.data.tokens import tokenizer_fingerprint
-    from langadapt.models import resolve_tokenizer
-
     info = load_pack_info(folder)
     tok_dir = resolve_tokenizer(tokenizer)
     packed_with = info["tokenizer"]["fingerprint"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.errors import UserError
+from langadapt.models import load_fast_tokenizer
 from langadapt.tokenizer.base import merge_pairs
 
 
@@ -53,8 +54,6 @@ def special_tokens(tokenizer_dir: Path) -> SpecialTokens:
     Mistral); otherwise (GPT-2, SmolLM, Qwen) documents start without one, as they would under the
     model's own ``encode``.
     """
-    from langadapt.models import load_fast_tokenizer  # one line naming the file for a broken one
-
     tok_json = _read_json(tokenizer_dir / "tokenizer.json")
     cfg = _read_json(tokenizer_dir / "tokenizer_config.json")
     tok = load_fast_tokenizer(tokenizer_dir)

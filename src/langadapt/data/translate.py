@@ -36,9 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.config import DataTranslateConfig
+from langadapt.corpus.readers import expand_paths, iter_json_records, read_pairs
+from langadapt.corpus.scripts import langid_model, script_pattern, script_ratio, scripts_for, words
+from langadapt.data import translators as M
 from langadapt.data.protect import LETTER, SENTINELS, Masked, Sentinel, mask, plain, unmask
+from langadapt.data.tokens import file_sha256
 from langadapt.errors import UserError
+from langadapt.models import resolve_model
+from langadapt.prompts import SHOT_SPLITS, choose_shots, one_line
 from langadapt.runs import write_json_atomic, write_jsonl_atomic
+from langadapt.runtime import resolve_device, use_bf16
 
 REASONS = ("duplicate", "broken placeholders", "empty translation", "untranslated copy", "length ratio",
            "script ratio", "language id", "round-trip chrF")  # fmt: skip
@@ -100,8 +107,6 @@ def _item_kind(rec: dict[str, Any], kind: str, path: Path, line: int) -> str:
 def read_items(paths: list[Path], kind: str, max_items: int | None) -> list[Item]:
     """Every item of the input files in order (``max_items`` at most), checked; a file's first item decides
     its kind under ``auto``."""
-    from langadapt.corpus.readers import iter_json_records
-
     items: list[Item] = []
     for index, path in enumerate(paths):
         file_kind = kind
@@ -162,8 +167,6 @@ class Text:
 
 def _check(reason: str, text: Text, f: DataTranslateConfig, sentinel: Sentinel) -> str | None:
     """What failed, or None; ``reason`` one of :data:`REASONS` after duplicate."""
-    from langadapt.corpus.scripts import langid_model, script_pattern, script_ratio, scripts_for, words
-
     src, out = text.source, text.output
     if reason == "broken placeholders":
         return None if text.restored is not None else "sentinels lost, repeated or made up"
@@ -294,9 +297,6 @@ def _shots(cfg: DataTranslateConfig) -> dict[tuple[str, str], list[tuple[str, st
     """The seeded few-shot examples of both directions (eval translate's choice), from the pairs' train / dev
     split where there is one. (Shots of at most 200 characters, or a shot showing a sentinel copied
     through, made the demo model break more placeholders: bench/RESULTS.md.)"""
-    from langadapt.eval.choice_task import read_pairs
-    from langadapt.eval.translate import SHOT_SPLITS, choose_shots, one_line
-
     if not cfg.pairs:
         raise UserError("a causal translator with --prompt few-shot needs --pairs (a parallel file for the shots)")
     pairs = [{**p, cfg.src: one_line(p[cfg.src]), cfg.tgt: one_line(p[cfg.tgt])}
@@ -323,12 +323,6 @@ def output_names(paths: list[Path]) -> list[str]:
 
 def data_translate(cfg: DataTranslateConfig, work: Path) -> dict[str, Any]:
     """Stage entry (``data translate``): see the module doc."""
-    from langadapt.corpus.readers import expand_paths
-    from langadapt.data import translators as M
-    from langadapt.data.tokens import file_sha256
-    from langadapt.models import resolve_model
-    from langadapt.runtime import resolve_device, use_bf16
-
     if not cfg.input:
         raise UserError("data translate needs input files (--input)")
     if not cfg.tgt:
@@ -339,7 +333,6 @@ def data_translate(cfg: DataTranslateConfig, work: Path) -> dict[str, Any]:
     items = read_items(paths, cfg.kind, cfg.max_items)
     if not items:
         raise UserError("holds no items", paths[0])
-    from langadapt.corpus.scripts import scripts_for
 
     scripts_for(cfg.tgt)  # an unknown language code fails now
     folders = [resolve_model(cfg.translator)]

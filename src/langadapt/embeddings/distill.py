@@ -39,8 +39,16 @@ from typing import Any
 import torch
 
 from langadapt.config import DistillConfig
-from langadapt.embeddings.spans import Span
+from langadapt.corpus.readers import check_corpus, iter_documents
+from langadapt.embeddings.rows import check_extends
+from langadapt.embeddings.spans import Span, build_spans
 from langadapt.errors import UserError
+from langadapt.models import load_model, load_tokenizer, resolve_model, save_model
+from langadapt.runs import EXTENSION_JSON
+from langadapt.runtime import autocast
+from langadapt.tokenizer.document import document_start
+from langadapt.train import optim, trainable
+from langadapt.train.checkpoint import latest
 from langadapt.train.core import TrainCore, accelerator_settings, make_accelerator, share, start_trackers
 
 STAGES = ("distill", "calibrate")
@@ -61,11 +69,6 @@ class Progress:
 def distill(cfg: DistillConfig, out: Path) -> dict[str, Any]:
     """Stage entry: distil + calibrate the new rows of ``cfg.model``; write the model into work folder
     ``out`` (resumed from its newest checkpoint when there is one); return the figures for stage.json."""
-    from langadapt.corpus.readers import check_corpus, iter_documents
-    from langadapt.embeddings.rows import check_extends
-    from langadapt.models import load_model, load_tokenizer, resolve_model, save_model
-    from langadapt.runs import EXTENSION_JSON
-
     out = Path(out)
     student_path, teacher_path = resolve_model(cfg.model), resolve_model(cfg.teacher)
     files = check_corpus(cfg.corpus, cfg.text_field)
@@ -121,9 +124,6 @@ def train_new_rows(
     without trackers). ``checkpoints``: where to checkpoint and resume from (None: no checkpoints).
     ``after_stage(name, student, progress)`` is called after each stage, the student's matrices updated.
     """
-    from langadapt.embeddings.spans import build_spans
-    from langadapt.eval.bpb import document_start
-
     acc = accelerator or make_accelerator(**{**accelerator_settings(cfg), "report_to": "none"})
     if acc.distributed_type.value in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
         raise UserError(f"embeddings distill runs on one process or data parallel (DDP), not under "
@@ -177,8 +177,6 @@ def step_spans(spans: list[Span], stage: str, step: int, cfg: DistillConfig) -> 
 
 
 def _newest_stage(checkpoints: Path | None) -> str | None:
-    from langadapt.train.checkpoint import latest
-
     if checkpoints is None:
         return None
     return next((s for s in reversed(STAGES) if latest(checkpoints / s) is not None), None)
@@ -187,8 +185,6 @@ def _newest_stage(checkpoints: Path | None) -> str | None:
 def _stage_core(acc: Any, student, cfg: DistillConfig, stage: str, steps: int, n_base: int,
                 n_ext: int) -> TrainCore:  # fmt: skip
     """The stage's trainable rows (row freeze), AdamW without decay and the schedule, prepared."""
-    from langadapt.train import optim, trainable
-
     selection = trainable.select(student, TRAIN[stage], vocab_size=n_ext, base_vocab=n_base)
     groups = [{"params": [p for p in student.parameters() if p.requires_grad], "weight_decay": 0.0}]
     optimizer = optim.make_optimizer(groups, acc.device, lr=stage_lr(cfg, stage))
@@ -242,8 +238,6 @@ def _pad(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torc
 def _distill_loss(teacher, acc: Any, step: list[Span]) -> Callable:
     """Squared distance of the final hidden states at aligned positions, summed over this process's spans
     and divided by the number of (position, dimension) pairs in the whole step."""
-    from langadapt.runtime import autocast
-
     positions = sum(len(s.teacher_pos) for s in step)
     bf16, device = acc.mixed_precision == "bf16", acc.device
 

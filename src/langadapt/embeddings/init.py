@@ -31,8 +31,11 @@ from langadapt.config import InitConfig
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-from langadapt.embeddings.probe import Probe
-from langadapt.embeddings.rows import RowPlan
+from langadapt.corpus.readers import check_corpus, iter_documents
+from langadapt.embeddings.probe import Probe, probe_hidden
+from langadapt.embeddings.rows import RowPlan, check_extends, initial_rows, plan_rows
+from langadapt.models import load_fast_tokenizer, load_tokenizer, resolve_model, resolve_tokenizer, save_model
+from langadapt.runtime import load_model, model_device, resolve_device, use_bf16
 from langadapt.train.trainable import is_tied
 
 DEMO_ENGLISH = Path(__file__).resolve().parents[1] / "demo_data" / "en-valid.jsonl.gz"
@@ -42,11 +45,6 @@ PADDING_LOW = 100.0
 
 def init_embeddings(cfg: InitConfig, out: Path) -> dict[str, Any]:
     """Stage entry: write an extended, initialised model folder into ``out``; return the figures."""
-    from langadapt.corpus.readers import check_corpus
-    from langadapt.embeddings.rows import check_extends
-    from langadapt.models import load_tokenizer, resolve_model, resolve_tokenizer
-    from langadapt.runtime import load_model, resolve_device
-
     model_path, tok_path = resolve_model(cfg.model), resolve_tokenizer(cfg.tokenizer)
     kl_files = check_corpus(cfg.kl_corpus, cfg.text_field) if cfg.kl_corpus else [DEMO_ENGLISH]
     base_tok, ext_tok = load_tokenizer(model_path), load_tokenizer(tok_path)
@@ -63,12 +61,6 @@ def initialise(model: PreTrainedModel, base_tok, ext_tok, cfg: InitConfig, kl_fi
 
     ``ext_tok`` must extend ``base_tok`` (:func:`langadapt.embeddings.rows.check_extends`, which the
     stage entry runs before any slow work)."""
-    from langadapt.corpus.readers import iter_documents
-    from langadapt.embeddings.probe import probe_hidden
-    from langadapt.embeddings.rows import plan_rows
-    from langadapt.models import load_fast_tokenizer
-    from langadapt.runtime import model_device, use_bf16
-
     plan = plan_rows(base_tok, ext_tok, model.get_input_embeddings().weight.shape[0], cfg.pad_to_multiple_of,
                      str(model_path))
     texts = list(iter_documents(kl_files, cfg.text_field if cfg.kl_corpus else "text", cfg.kl_max_docs))
@@ -112,8 +104,6 @@ def extend_model(model: PreTrainedModel, plan: RowPlan, method: str, tokens: lis
     one copy of a vocabulary-sized matrix fewer. ``probe``: where the model softcaps its logits, each new
     row's raw shift is the one that lowers its *capped* logit by ``shift`` nats on average
     (:meth:`Probe.shifts`); without a probe or a cap every row moves ``shift`` along ``low``."""
-    from langadapt.embeddings.rows import initial_rows
-
     tied = is_tied(model)
     old_in = base_out if tied else model.get_input_embeddings().weight.detach().clone()
     old_out = None if tied else base_out
@@ -155,7 +145,6 @@ def _check_base_rows(model, old_in, old_out, n_base: int) -> None:
 
 
 def save_extended(model: PreTrainedModel, tokenizer, folder: Path) -> None:
-    from langadapt.models import save_model
 
     # generation must be able to stop and pad with ids the new tokenizer knows
     model.generation_config.pad_token_id = tokenizer.pad_token_id

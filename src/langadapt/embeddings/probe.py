@@ -20,6 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from langadapt.runtime import autocast, logit_softcap, model_device, softcap
+from langadapt.tokenizer.document import document_start, encode_documents
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -35,8 +38,6 @@ class Probe:
     """The model's final-logit softcapping (``runtime.logit_softcap``), None when it has none."""
 
     def logits(self, h: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-        from langadapt.runtime import softcap
-
         return softcap(h.float() @ head.float().T, self.cap)
 
     def shifts(self, rows: torch.Tensor, low: torch.Tensor, nats: float, max_positions: int = 1024,
@@ -53,7 +54,6 @@ class Probe:
         count = rows.shape[0]
         if self.cap is None or nats == 0 or count == 0:
             return torch.full((count,), float(nats))
-        from langadapt.runtime import softcap
 
         h = self.hidden[:max_positions].float()
         along = h @ low.float()  # (positions,), mean about 1
@@ -110,8 +110,6 @@ def probe_hidden(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
     their rounding does not bias the KL between them."""
     import torch
 
-    from langadapt.eval.bpb import document_start, encode_documents
-    from langadapt.runtime import autocast, logit_softcap, model_device
 
     start = document_start(tokenizer)
     states = []

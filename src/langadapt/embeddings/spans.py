@@ -6,7 +6,7 @@ other are *aligned* when both tokens end at the same character of the span, so b
 exactly the same text there and should hold the same next-token state. Only aligned positions at or
 after the student's first new token are kept: before it both sequences are the same ids through the same
 weights, so their distance is zero and would only dilute the loss. Spans without new tokens are dropped.
-Every sequence starts with the document-start token of ``langadapt.eval.bpb`` (same as evaluation).
+Every sequence starts with the document-start token of ``langadapt.tokenizer.document`` (same as evaluation).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ Four measures per model, on held-out material only, each read through the model'
 * **Fixed prompts.** Greedy answers to fixed target-language user turns: the share identified as the
   target language and the distinct bigrams of words and punctuation marks
   (:func:`langadapt.eval.samples.distinct_bigrams`; 1.0: no repetition, a looping model scores low).
-* **English bits per byte** on held-out English text (:mod:`langadapt.eval.bpb`): alignment must not
+* **English bits per byte** on held-out English text (:mod:`langadapt.scoring`, as `eval bpb` scores): alignment must not
   silently cost English.
 """
 
@@ -25,9 +25,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.config import EvalChatConfig
+from langadapt.corpus.readers import read_heldout, read_pairs
+from langadapt.corpus.scripts import langid_model
 from langadapt.errors import UserError
-from langadapt.eval.choice import RESULTS_JSON, SAMPLES_JSONL
+from langadapt.eval.choice import continuation_logprobs, split_requests
+from langadapt.eval.common import RESULTS_JSON, SAMPLES_JSONL, each_model
+from langadapt.eval.samples import answer_measures, mean_distinct_bigrams, read_prompts
+from langadapt.eval.translate import off_target_rate, score
+from langadapt.prompts import generate, token_caps
 from langadapt.runs import write_json_atomic, write_jsonl_atomic
+from langadapt.scoring import bpb_of_model
+from langadapt.train.align_data import read_examples
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -36,8 +44,6 @@ if TYPE_CHECKING:
 def read_preferences(path: str) -> list[dict[str, Any]]:
     """Preference items as ``train dpo`` reads them (prompt / chosen / rejected, plain or conversational,
     checked line by line): :func:`langadapt.train.align_data.read_examples`."""
-    from langadapt.train.align_data import read_examples
-
     return read_examples([path], "preference")
 
 
@@ -51,8 +57,6 @@ def render(tokenizer: PreTrainedTokenizerBase, turns: list[dict[str, str]], *, g
 def preference_logprobs(model: Any, tokenizer: PreTrainedTokenizerBase, items: list[dict[str, Any]], *,
                         batch_size: int, bf16: bool) -> list[tuple[float, float]]:  # fmt: skip
     """(chosen, rejected) summed log-probability of each item's assistant turn after its prompt."""
-    from langadapt.eval.choice import continuation_logprobs, split_requests
-
     pairs = []
     for item in items:
         prompt = render(tokenizer, item["prompt"], generation_prompt=True)
@@ -68,11 +72,18 @@ def preference_logprobs(model: Any, tokenizer: PreTrainedTokenizerBase, items: l
     return [(sums[2 * i], sums[2 * i + 1]) for i in range(len(items))]
 
 
+def _preference_figures(model: Any, tokenizer: PreTrainedTokenizerBase, prefs: list[dict[str, Any]],
+                        batch_size: int, bf16: bool) -> dict[str, Any]:  # fmt: skip
+    """How often the chosen answer is the likelier one, and the mean margin (nats)."""
+    lps = preference_logprobs(model, tokenizer, prefs, batch_size=batch_size, bf16=bf16)
+    margins = [c - r for c, r in lps]
+    return {"n": len(prefs), "accuracy": sum(x > 0 for x in margins) / len(margins),
+            "margin_nats": sum(margins) / len(margins)}  # fmt: skip
+
+
 def chat_generate(model: Any, tokenizer: PreTrainedTokenizerBase, users: list[str], caps: list[int], *,
                   batch_size: int, bf16: bool) -> list[tuple[str, bool]]:  # fmt: skip
     """Greedy answers to single user turns, rendered by the chat template, up to the end of the turn."""
-    from langadapt.eval.translate import generate
-
     prompts = [render(tokenizer, [{"role": "user", "content": u}], generation_prompt=True) for u in users]
     return generate(model, tokenizer, prompts, caps, batch_size=batch_size, bf16=bf16, chat=True)
 
@@ -80,16 +91,8 @@ def chat_generate(model: Any, tokenizer: PreTrainedTokenizerBase, users: list[st
 def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval chat``): every model on the same held-out preferences, chat translations,
     fixed prompts and English text; write ``out/results.json`` and ``out/samples.jsonl``."""
-    from langadapt.corpus.scripts import langid_model
-    from langadapt.eval.bpb import bpb_of_model, model_labels, read_heldout
-    from langadapt.eval.choice_task import read_pairs
-    from langadapt.eval.samples import answer_measures, mean_distinct_bigrams, read_prompts
-    from langadapt.eval.translate import off_target_rate, score, token_caps
-    from langadapt.models import load_tokenizer, resolve_model
-    from langadapt.runtime import load_model, resolve_device, use_bf16
-
-    if not cfg.models:
-        raise UserError("eval chat needs at least one model (--models)")
+    # the first model is the one before alignment (the run's adapted model), not the base: its own name
+    models = each_model(cfg, "eval chat", first=None)
     if not cfg.tgt:
         raise UserError("eval chat needs --tgt (the target language code)")
     prefs = read_preferences(cfg.preferences) if cfg.preferences else []
@@ -98,24 +101,19 @@ def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
     english = read_heldout({"english": cfg.english}, cfg.max_docs, cfg.text_field, cfg.max_doc_chars)
     if not (prefs or pairs or prompts or english):
         raise UserError("eval chat needs --preferences, --pairs, --prompts or --english")
-    paths = [resolve_model(m) for m in cfg.models]  # fail on a missing model before any work
-    device = resolve_device(cfg.device)
-    bf16 = use_bf16(cfg.bf16, device)
+    models.resolve()
+    bf16 = models.bf16
     langid = langid_model()
     users = [cfg.translate_prompt.format(lang=cfg.tgt_name or cfg.tgt, text=p[cfg.src]) for p in pairs]
     references = [p[cfg.tgt] for p in pairs]
     results, samples, first_outputs = [], [], None
-    # the first model is the one before alignment (the run's adapted model), not the base: its own name
-    for name, path, label in zip(cfg.models, paths, model_labels(cfg.models, first=None)):
-        model, tokenizer = load_model(path, device), load_tokenizer(path)
+    for m in models:
+        model, tokenizer, label = m.model, m.tokenizer, m.label
         model.eval()
-        entry: dict[str, Any] = {"label": label, "model": str(name), "bf16": bf16, "device": str(device)}
+        entry: dict[str, Any] = {"label": label, "model": str(m.name), "bf16": bf16, "device": str(models.device)}
         started = time.perf_counter()
         if prefs:
-            lps = preference_logprobs(model, tokenizer, prefs, batch_size=cfg.batch_size, bf16=bf16)
-            margins = [c - r for c, r in lps]
-            entry["preferences"] = {"n": len(prefs), "accuracy": sum(m > 0 for m in margins) / len(margins),
-                                    "margin_nats": sum(margins) / len(margins)}  # fmt: skip
+            entry["preferences"] = _preference_figures(model, tokenizer, prefs, cfg.batch_size, bf16)
         if pairs:
             caps = token_caps(tokenizer, references, cfg.max_new_tokens_factor, cfg.max_new_tokens_extra)
             generated = chat_generate(model, tokenizer, users, caps, batch_size=cfg.batch_size, bf16=bf16)
@@ -133,7 +131,7 @@ def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
                                     bf16=bf16)  # fmt: skip
             texts = [text.strip() for text, _ in answers]
             measured = [answer_measures(t, langid) for t in texts]  # eval samples' measures
-            lang = [m["output_lang"] for m in measured]
+            lang = [x["output_lang"] for x in measured]
             entry["prompts"] = {"n": len(prompts), "target_language_share": sum(x == cfg.tgt for x in lang) / len(lang),
                                 "distinct_bigrams_mean": mean_distinct_bigrams(measured)}  # fmt: skip
             samples += [{"model": label, "kind": "prompt", "prompt": p["prompt"], "output": t, "output_lang": x}

@@ -10,7 +10,7 @@ How an item is scored (recorded in ``results.json``, because each choice moves t
 * **Split** (lm-eval's ``HFLM._encode_pair``). Trailing whitespace of the prompt moves to the start of
   the continuation; ``prompt + continuation`` is tokenized as one string and the continuation's tokens
   are the ones after the prompt's own token count (:func:`split_request`).
-* **Start.** Every prompt is read after the document-start token of :func:`langadapt.eval.bpb.document_start`
+* **Start.** Every prompt is read after the document-start token of :func:`langadapt.tokenizer.document.document_start`
   (given, not scored), as bits per byte reads every document. lm-eval gives that token only when the
   context is empty; here it is always there, so base and adapted models start from the same token.
 * **Score.** The summed log-probability of the continuation's tokens. ``acc`` takes the argmax of the
@@ -36,21 +36,17 @@ from langadapt.config import ChoiceConfig
 from langadapt.corpus.readers import iter_json_records
 from langadapt.data.tokens import file_sha256, tokenizer_fingerprint
 from langadapt.errors import UserError
+from langadapt.eval.common import RESULTS_JSON, SAMPLES_JSONL, TASK_JSONL, each_model  # noqa: F401 (TASK_JSONL)
+from langadapt.eval.lmeval import export_choice
+from langadapt.models import resolve_tokenizer
+from langadapt.prompts import CONTINUATION_TEMPLATE, PROMPT_TEMPLATE
 from langadapt.runs import write_json_atomic, write_jsonl_atomic
+from langadapt.runtime import autocast, model_device
+from langadapt.tokenizer.document import DocStart, document_start
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from langadapt.eval.bpb import DocStart
-
-RESULTS_JSON = "results.json"
-"""What an eval stage (choice, translate) writes: every model's scores and what they depend on."""
-SAMPLES_JSONL = "samples.jsonl"
-"""What an eval stage writes: one line per item and model (prompt, output or choices, reference)."""
-TASK_JSONL = "task.jsonl"
-"""What ``eval make-choice`` writes (the ``--task`` of ``eval choice``)."""
-PROMPT_TEMPLATE = "{context}{question}"
-CONTINUATION_TEMPLATE = " {choice}"
 Z95 = 1.959963984540054
 CI_METHOD = (
     "normal approximation: acc ± 1.96 · stderr, stderr = sample std / sqrt(n) (lm-eval), clipped to [0, 1]"
@@ -172,8 +168,6 @@ def continuation_logprobs(model: PreTrainedModel, contexts: list[list[int]], con
     cut on the left to ``max_len`` input tokens (lm-eval's ``[-(max_length + 1):][:-1]``)."""
     import torch
 
-    from langadapt.runtime import autocast, model_device
-
     sequences, truncated = [], 0
     for ctx, cont in zip(contexts, continuations):
         if not cont:
@@ -215,8 +209,6 @@ def continuation_logprobs(model: PreTrainedModel, contexts: list[list[int]], con
 def score_items(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, items: list[Item], *,
                 batch_size: int = 16, bf16: bool = False) -> tuple[list[list[float]], dict[str, Any]]:  # fmt: skip
     """Per item, the summed log-probability of each choice; and how it was scored (doc start, counts)."""
-    from langadapt.eval.bpb import document_start
-
     start = document_start(tokenizer)
     requests = build_requests(tokenizer, items, start)
     max_len = getattr(model.config, "max_position_embeddings", None)
@@ -307,19 +299,12 @@ def summarize(items: list[Item], logprobs: list[list[float]],
 def evaluate_choice(cfg: ChoiceConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval choice``): score every model in ``cfg.models`` on the same items of
     ``cfg.task``, each with its own tokenizer; write ``out/results.json`` and ``out/samples.jsonl``."""
-    from langadapt.eval.bpb import model_labels
-    from langadapt.eval.lmeval import export_choice
-    from langadapt.models import load_tokenizer, resolve_model, resolve_tokenizer
-    from langadapt.runtime import load_model, resolve_device, use_bf16
-
-    if not cfg.models:
-        raise UserError("eval choice needs at least one model (--models)")
+    models = each_model(cfg, "eval choice")
     if not cfg.task:
         raise UserError("eval choice needs a task file (--task)")
     items = read_task(cfg.task, cfg.max_items)
-    paths = [resolve_model(m) for m in cfg.models]  # fail on a missing model before any work
-    device = resolve_device(cfg.device)
-    bf16 = use_bf16(cfg.bf16, device)
+    models.resolve()
+    bf16 = models.bf16
     task = {"task": str(cfg.task), "task_sha256": file_sha256(Path(cfg.task))[:16], "max_items": cfg.max_items,
             "items": len(items)}  # fmt: skip
     scoring = {"prompt_template": PROMPT_TEMPLATE, "continuation_template": CONTINUATION_TEMPLATE,
@@ -332,32 +317,30 @@ def evaluate_choice(cfg: ChoiceConfig, out: Path) -> dict[str, Any]:
                "p_vs_first": "two-sided exact McNemar test against the first model on the same items"}  # fmt: skip
     results, samples = [], []
     baseline = None
-    for name, path, label in zip(cfg.models, paths, model_labels(cfg.models)):
-        model, tokenizer = load_model(path, device), load_tokenizer(path)
+    for m in models:
         started = time.perf_counter()
-        logprobs, info = score_items(model, tokenizer, items, batch_size=cfg.batch_size, bf16=bf16)
+        logprobs, info = score_items(m.model, m.tokenizer, items, batch_size=cfg.batch_size, bf16=bf16)
         seconds = time.perf_counter() - started
         tokens = info.pop("tokens")
-        results.append({"label": label, "model": str(name), "model_path": str(Path(path).resolve()),
-                        "tokenizer_sha256": tokenizer_fingerprint(resolve_tokenizer(path))[:16],
-                        **summarize(items, logprobs, baseline), **info, "bf16": bf16, "device": str(device),
+        results.append({"label": m.label, "model": str(m.name), "model_path": str(Path(m.path).resolve()),
+                        "tokenizer_sha256": tokenizer_fingerprint(resolve_tokenizer(m.path))[:16],
+                        **summarize(items, logprobs, baseline), **info, "bf16": bf16, "device": str(models.device),
                         "scoring_seconds": seconds, "seconds_per_item": seconds / len(items)})  # fmt: skip
         baseline = baseline or correct_by_metric(items, logprobs)
         for i, (item, lps) in enumerate(zip(items, logprobs)):
             picks = predictions(item.choices, lps)
-            samples.append({"model": label, "item": i, "prompt": item.prompt, "continuations": item.continuations(),
+            samples.append({"model": m.label, "item": i, "prompt": item.prompt, "continuations": item.continuations(),
                             "choices": list(item.choices), "logprobs": lps, "tokens": tokens[i],
                             "predicted": picks["acc"], "predicted_norm": picks["acc_norm"],
                             "predicted_bytes": picks["acc_bytes"], "answer": item.answer})  # fmt: skip
-        del model
     depends_on = ["prompt_template", "continuation_template", "doc_start", "max_items", "task_sha256",
                   "model_path", "tokenizer_sha256", "bf16"]  # fmt: skip
     write_json_atomic(out / RESULTS_JSON, {**task, "scoring": scoring, "score_depends_on": depends_on,
                                            "models": results})  # fmt: skip
     write_jsonl_atomic(out / SAMPLES_JSONL, samples)
-    export_choice(out, items, cfg, paths, bf16)  # out/lm-eval/: the same items as lm-eval tasks
+    export_choice(out, items, cfg, models.paths, bf16)  # out/lm-eval/: the same items as lm-eval tasks
     return {"models": {r["label"]: {k: r[k] for k in ("n", *METRICS)} for r in results}, "items": len(items),
-            "bf16": bf16, "device": str(device)}  # fmt: skip
+            "bf16": bf16, "device": str(models.device)}  # fmt: skip
 
 
 def print_choice(record: dict[str, Any], out: Path) -> None:

@@ -16,35 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.config import MakeChoiceConfig
-from langadapt.corpus.readers import iter_json_records
+from langadapt.corpus.readers import read_pairs
 from langadapt.errors import UserError
-from langadapt.eval.choice import TASK_JSONL
+from langadapt.eval.common import TASK_JSONL
 from langadapt.runs import write_text_atomic
 
 QUESTION_TEMPLATE = "{src}: {src_text}\n{tgt}:"
 """The question of an item (``src`` / ``tgt`` are the language codes)."""
 NEAREST = 20
 """Distractors are drawn from the targets of this many other pairs closest in character length."""
-
-
-def read_pairs(path: str | Path, src: str, tgt: str, split: str | None) -> list[dict[str, Any]]:
-    """The pairs of a parallel jsonl[.gz] with both fields non-blank, of ``split`` where a pair has one."""
-    path = Path(path)
-    pairs, total = [], 0
-    for lineno, rec in iter_json_records(path):
-        total += 1
-        for lang in (src, tgt):
-            if lang not in rec:
-                raise UserError(f"line {lineno} has no field {lang!r} (set --src / --tgt)", path)
-            if not isinstance(rec[lang], str):
-                raise UserError(f"line {lineno}: field {lang!r} is not a string", path)
-        if split and rec.get("split", split) != split:
-            continue
-        if rec[src].strip() and rec[tgt].strip():
-            pairs.append(rec)
-    if not total:
-        raise UserError("parallel file holds no pairs", path)
-    return pairs
 
 
 def nearest_by_length(pool: list[str], lengths: list[int], target: str, k: int) -> list[str]:

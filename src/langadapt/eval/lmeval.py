@@ -9,7 +9,7 @@ model of the run. lm-eval itself is not needed to write the folder (only to run 
 What makes lm-eval see the same token ids (read off ``lm_eval/models/huggingface.py`` and
 ``lm_eval/api/task.py`` of lm-eval 0.4.13; ``tests/test_lmeval_parity.py`` checks it):
 
-* **Document start** (:func:`langadapt.eval.bpb.document_start`). A tokenizer that adds its own BOS adds
+* **Document start** (:func:`langadapt.tokenizer.document.document_start`). A tokenizer that adds its own BOS adds
   it in lm-eval too (lm-eval encodes with the tokenizer's special tokens), so its multiple-choice and
   translation tasks have no ``description``. For any other tokenizer the token's text (``<|endoftext|>``)
   is the task's ``description``, which lm-eval puts verbatim before every prompt, where the tokenizer reads
@@ -34,13 +34,17 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from langadapt import __version__
+from langadapt.eval.common import model_labels
+from langadapt.models import load_tokenizer
+from langadapt.prompts import CONTINUATION_TEMPLATE, QUERY_TEMPLATE, SHOT_SEPARATOR, SHOT_TEMPLATE, token_caps
 from langadapt.runs import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from langadapt.tokenizer.document import DocStart, document_start
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from langadapt.config import ChoiceConfig, EvalConfig, TranslateConfig
-    from langadapt.eval.bpb import DocStart
     from langadapt.eval.choice import Item
 
 LMEVAL_DIR = "lm-eval"
@@ -144,8 +148,6 @@ def _metrics(*names: str, higher: bool) -> list[dict[str, Any]]:
 
 
 def _metadata(stage: str) -> dict[str, Any]:
-    from langadapt import __version__
-
     return {"version": 1.0, "written_by": f"langadapt {__version__} ({stage})",
             "see": "README.md in this folder"}  # fmt: skip
 
@@ -154,8 +156,6 @@ def write_choice_tasks(folder: Path, items: list[Item], starts: list[DocStart],
                        base: str = f"{TASK_PREFIX}_choice") -> list[str]:  # fmt: skip
     """The multiple-choice task of ``eval choice`` (prompt ``{context}{question}``, continuation
     ``" " + choice``; acc, acc_norm, acc_bytes), one variant per distinct document start; its names."""
-    from langadapt.eval.choice import CONTINUATION_TEMPLATE
-
     assert CONTINUATION_TEMPLATE == " {choice}", "lm-eval's target_delimiter is the continuation's prefix"
     folder.mkdir(parents=True, exist_ok=True)
     data = "choice.jsonl"
@@ -182,8 +182,6 @@ def write_translate_task(folder: Path, key: str, shots: list[tuple[str, str]], p
     ``first_n`` sampler), ``"{src} = {tgt}"`` shots joined by a blank line, the query ``"{src} ="``;
     greedy until a newline, at most ``max_gen_toks`` tokens. One variant per distinct document start; its
     names."""
-    from langadapt.eval.translate import QUERY_TEMPLATE, SHOT_SEPARATOR, SHOT_TEMPLATE
-
     # lm-eval renders a shot as doc_to_text + target_delimiter + doc_to_target + fewshot_delimiter
     assert SHOT_TEMPLATE == QUERY_TEMPLATE + " {tgt_text}", "a shot must be its query, a space, its target"
     head = "".join(SHOT_TEMPLATE.format(src_text=s, tgt_text=t) + SHOT_SEPARATOR for s, t in shots)
@@ -247,9 +245,6 @@ class ModelEntry:
 
 
 def _models(names: list[str], paths: list[Path]) -> list[ModelEntry]:
-    from langadapt.eval.bpb import document_start, model_labels
-    from langadapt.models import load_tokenizer
-
     out = []
     for label, path in zip(model_labels(names), paths):
         tokenizer = load_tokenizer(path)
@@ -320,8 +315,6 @@ def export_translate(out: Path, plans: dict[str, dict[str, Any]], cfg: Translate
                      bf16: bool) -> None:  # fmt: skip
     """``eval translate``'s ``out/lm-eval/``: one task per direction; lm-eval's fixed ``max_gen_toks`` is
     the largest per-item cap any model of the run had in that direction."""
-    from langadapt.eval.translate import token_caps
-
     folder = Path(out) / LMEVAL_DIR
     models = _models(cfg.models, paths)
     tasks: dict[str, list[str]] = {m.label: [] for m in models}

@@ -22,9 +22,10 @@ from langadapt.errors import UserError
 from langadapt.eval import report_md as md
 from langadapt.eval import report_plots as plots
 from langadapt.eval import report_sections as sections
-from langadapt.eval.bpb import METRICS_JSON
-from langadapt.runs import STAGE_JSON, write_text_atomic
+from langadapt.eval.common import METRICS_JSON, RESULTS_JSON, SAMPLES_JSONL
+from langadapt.runs import EXTENSION_JSON, METRICS_JSONL, STAGE_JSON, write_text_atomic
 from langadapt.stages import BY_NAME
+from langadapt.tokenizer.sweep import SWEEP_JSON
 
 REPORT_MD = "report.md"
 CORPORA = ("target", "english")
@@ -72,11 +73,6 @@ def folder(stage: str) -> str:
 
 def files() -> dict[str, str]:
     """Every record the report reads, relative to the run folder."""
-    from langadapt.eval.choice import RESULTS_JSON, SAMPLES_JSONL
-    from langadapt.runs import EXTENSION_JSON
-    from langadapt.tokenizer.sweep import SWEEP_JSON
-    from langadapt.train.monitor import METRICS_JSONL
-
     return {
         "recipe": "recipe.yaml",
         "extension": f"{folder('extend')}/{EXTENSION_JSON}",

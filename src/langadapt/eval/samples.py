@@ -9,7 +9,7 @@ two models of one run) are read on the same text:
   first paragraph of each document that holds ``min_chars`` characters, cut back to a word boundary at
   ``prompt_chars``). Taken from held-out text, they work for any language with no list to maintain.
 * **Generation.** Greedy, batched, after the document-start token, cut at the first newline or at
-  ``max_new_tokens`` — :func:`langadapt.eval.translate.generate`, the same code the translation scores.
+  ``max_new_tokens`` — :func:`langadapt.prompts.generate`, the same code the translation scores.
 * **Per output:** the share of distinct bigrams of words and punctuation marks (1.0: no repetition; a
   looping model scores low) and whether the language identifier (py3langid, as the corpus stage uses
   it) finds the prompt's language.
@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.config import SamplesConfig
+from langadapt.corpus.readers import iter_json_records, read_heldout
+from langadapt.corpus.scripts import langid_model
 from langadapt.errors import UserError
-from langadapt.eval.choice import RESULTS_JSON, SAMPLES_JSONL
+from langadapt.eval.common import RESULTS_JSON, SAMPLES_JSONL, each_model
+from langadapt.prompts import generate
 from langadapt.runs import write_json_atomic, write_jsonl_atomic
 
 MAX_DOCS_READ = 200
@@ -61,8 +64,6 @@ def prompts_from_text(docs: list[str], lang: str, n: int, min_chars: int, max_ch
 
 def read_prompts(path: str) -> list[dict[str, str]]:
     """A prompts jsonl: one ``{"lang", "prompt"}`` object a line."""
-    from langadapt.corpus.readers import iter_json_records
-
     prompts = []
     for line, record in iter_json_records(path):
         if not isinstance(record.get("prompt"), str) or not record["prompt"].strip():
@@ -103,8 +104,6 @@ def collect_prompts(cfg: SamplesConfig) -> list[dict[str, str]]:
     """The prompts of ``cfg``: its prompts file, else openings of its held-out text (module doc)."""
     if cfg.prompts:
         return read_prompts(cfg.prompts)
-    from langadapt.eval.bpb import read_heldout
-
     texts = read_heldout({cfg.tgt or "target": cfg.target, "en": cfg.english}, MAX_DOCS_READ, cfg.text_field)
     if not texts:
         raise UserError("eval samples needs --prompts or held-out text (--target and/or --english)")
@@ -121,35 +120,25 @@ def collect_prompts(cfg: SamplesConfig) -> list[dict[str, str]]:
 def generate_samples(cfg: SamplesConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval samples``): every model continues the same prompts; write ``out/results.json``
     (prompts, settings, each model's outputs with their measures) and ``out/samples.jsonl``."""
-    from langadapt.corpus.scripts import langid_model
-    from langadapt.eval.bpb import model_labels
-    from langadapt.eval.translate import generate
-    from langadapt.models import load_tokenizer, resolve_model
-    from langadapt.runtime import load_model, resolve_device, use_bf16
-
-    if not cfg.models:
-        raise UserError("eval samples needs at least one model (--models)")
+    models = each_model(cfg, "eval samples")
     prompts = collect_prompts(cfg)
-    paths = [resolve_model(m) for m in cfg.models]  # fail on a missing model before any work
-    device = resolve_device(cfg.device)
-    bf16 = use_bf16(cfg.bf16, device)
+    models.resolve()
+    bf16, device = models.bf16, models.device
     langid = langid_model()
     results, records = [], []
-    for name, path, label in zip(cfg.models, paths, model_labels(cfg.models)):
-        model, tokenizer = load_model(path, device), load_tokenizer(path)
+    for m in models:
         texts = [p["prompt"] for p in prompts]
-        generated = generate(model, tokenizer, texts, [cfg.max_new_tokens] * len(texts),
+        generated = generate(m.model, m.tokenizer, texts, [cfg.max_new_tokens] * len(texts),
                              batch_size=cfg.batch_size, bf16=bf16)  # fmt: skip
         samples = []
         for p, (text, truncated) in zip(prompts, generated):
             output = text.rstrip()
             sample = {**p, "output": output, "truncated": truncated, **answer_measures(output, langid)}
             samples.append(sample)
-            records.append({"model": label, **sample})
-        results.append({"label": label, "model": str(name), "samples": samples,
+            records.append({"model": m.label, **sample})
+        results.append({"label": m.label, "model": str(m.name), "samples": samples,
                         "distinct_bigrams_mean": mean_distinct_bigrams(samples),
                         "prompt_language_share": sum(s["output_lang"] == s["lang"] for s in samples) / len(samples)})  # fmt: skip
-        del model
     write_json_atomic(out / RESULTS_JSON, {
         "prompts": prompts, "max_new_tokens": cfg.max_new_tokens, "bf16": bf16, "device": str(device),
         "generation": "greedy after the document-start token, cut at the first newline or max_new_tokens",

@@ -9,7 +9,7 @@ How a score is made (everything that moves it is recorded in ``results.json``):
 * **Prompt** (SambaLingo's FLORES form, :data:`SHOT_TEMPLATE`): ``shots`` examples ``"{src} = {tgt}"``
   joined by a blank line, then ``"{src} ="``. The shots are drawn once per direction by the seed (the same
   for every item); the prompt is read after the document-start token of
-  :func:`langadapt.eval.bpb.document_start`, as every other evaluation reads text.
+  :func:`langadapt.tokenizer.document.document_start`, as every other evaluation reads text.
 * **Texts.** Whitespace runs in both sides (newlines included) become one space, in prompts and
   references alike: a newline would end the output.
 * **Generation.** Greedy, batched with left padding and a KV cache, stopped at the first newline
@@ -27,155 +27,37 @@ How a score is made (everything that moves it is recorded in ``results.json``):
 from __future__ import annotations
 
 import json
-import math
-import random
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from langadapt.config import TranslateConfig
+from langadapt.corpus.readers import read_pairs
+from langadapt.corpus.scripts import langid_model
 from langadapt.data.tokens import file_sha256, tokenizer_fingerprint
 from langadapt.errors import UserError
-from langadapt.eval.choice import RESULTS_JSON, SAMPLES_JSONL  # every eval stage's file names
-from langadapt.eval.choice_task import read_pairs
+from langadapt.eval.common import RESULTS_JSON, SAMPLES_JSONL, each_model
+from langadapt.eval.lmeval import export_translate
+from langadapt.models import resolve_tokenizer
+from langadapt.prompts import (
+    QUERY_TEMPLATE,
+    SHOT_SEPARATOR,
+    SHOT_TEMPLATE,
+    build_prompt,
+    choose_shots,
+    generate,
+    one_line,
+    split_items,
+    token_caps,
+)
 from langadapt.runs import write_json_atomic, write_jsonl_atomic
+from langadapt.tokenizer.document import document_start
 
-if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-SHOT_TEMPLATE = "{src_text} = {tgt_text}"
-SHOT_SEPARATOR = "\n\n"
-QUERY_TEMPLATE = "{src_text} ="
-SHOT_SPLITS = ("train", "dev")
 N_BOOTSTRAP = 1000
 METRICS = ("chrf++", "chrf", "bleu")
 MAX_NEW_TOKENS_RULE = ("per item: ceil(max_new_tokens_factor * reference tokens in the model's tokenizer) + "
                        "max_new_tokens_extra; a batch generates up to its longest item's cap, each output is cut "
                        "to its own")  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------ items
-
-
-def split_items(pairs: list[dict[str, Any]], split: str | None, max_items: int | None,
-                seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
-    """(test items, shot pool) of the pairs, as the module doc describes."""
-    rng = random.Random(seed)
-    has_split = any("split" in p for p in pairs)
-    if has_split and split:
-        test = [p for p in pairs if p.get("split") == split]
-        pool = [p for p in pairs if p.get("split") in SHOT_SPLITS]
-    else:
-        test, pool = list(pairs), []
-    chosen = list(range(len(test)))
-    if max_items is not None and max_items < len(test):
-        chosen = sorted(rng.sample(chosen, max_items))
-    if not (has_split and split):
-        keep = set(chosen)
-        pool = [p for i, p in enumerate(test) if i not in keep]
-    test = [test[i] for i in chosen]
-    return test, pool
-
-
-def choose_shots(pool: list[dict[str, Any]], test: list[dict[str, Any]], src: str, tgt: str, k: int,
-                 seed: int) -> list[dict[str, Any]]:  # fmt: skip
-    """``k`` shots drawn from ``pool`` by ``seed`` (the same for every item); no pool pair that shares a
-    side with a test item is eligible."""
-    seen = {p[lang].strip() for p in test for lang in (src, tgt)}
-    eligible = [p for p in pool if p[src].strip() not in seen and p[tgt].strip() not in seen]
-    if k > len(eligible):
-        raise UserError(f"only {len(eligible)} pairs for shots (split {' / '.join(SHOT_SPLITS)}, or the pairs "
-                        f"not used as test items), fewer than --shots {k}")  # fmt: skip
-    return random.Random(f"{seed}:{src}-{tgt}").sample(eligible, k)
-
-
-def one_line(text: str) -> str:
-    """Whitespace runs (newlines included) as one space: a newline in a prompt line would end the output."""
-    return " ".join(text.split())
-
-
-def build_prompt(shots: list[tuple[str, str]], src_text: str) -> str:
-    """The few-shot prompt: every shot ``"{src} = {tgt}"``, a blank line between, then ``"{src} ="``."""
-    lines = [SHOT_TEMPLATE.format(src_text=s, tgt_text=t) for s, t in shots]
-    return SHOT_SEPARATOR.join([*lines, QUERY_TEMPLATE.format(src_text=src_text)])
-
-
-# ------------------------------------------------------------------------------------- generation
-
-
-def token_caps(
-    tokenizer: PreTrainedTokenizerBase, references: list[str], factor: float, extra: int
-) -> list[int]:
-    """Each reference's generation cap: ceil(factor · its tokens in this tokenizer) + extra."""
-    ids = tokenizer(references, add_special_tokens=False)["input_ids"] if references else []
-    return [math.ceil(factor * len(i)) + extra for i in ids]
-
-
-def cut_output(tokenizer: PreTrainedTokenizerBase, generated: list[int], cap: int,
-               at_newline: bool = True) -> tuple[str, bool]:  # fmt: skip
-    """(text up to the first newline, truncated): ``generated`` cut to ``cap`` tokens and at EOS; truncated
-    means the cap was reached without a newline or EOS. ``at_newline=False``: cut at EOS only."""
-    ids = list(generated[:cap])
-    eos = tokenizer.eos_token_id
-    stopped = False
-    if eos is not None and eos in ids:
-        ids, stopped = ids[: ids.index(eos)], True
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    if at_newline and "\n" in text:
-        return text.split("\n", 1)[0], False
-    return text, not stopped and len(generated) >= cap
-
-
-def newline_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """Ids of every token whose text contains a newline (one decode per vocabulary entry)."""
-    return [i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])]
-
-
-def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], caps: list[int], *,
-             batch_size: int = 8, bf16: bool = False, chat: bool = False) -> list[tuple[str, bool]]:  # fmt: skip
-    """Greedy continuation of each prompt (after the document-start token), cut at its first newline and
-    to its own cap; (text, truncated) per prompt, in order. ``chat``: the prompts are rendered chat
-    templates (they hold their own special tokens), read as they are and answered up to the end-of-turn
-    (EOS) token, newlines included."""
-    import torch
-
-    from langadapt.eval.bpb import document_start
-    from langadapt.runtime import autocast, model_device
-
-    start = document_start(tokenizer)
-    # Stop on any token that holds a newline: a plain list of stop ids, where transformers' stop_strings
-    # rebuilds its matching tables from the whole vocabulary on every generate() call. The text is cut at
-    # the newline afterwards (cut_output).
-    eos = [t for t in [tokenizer.eos_token_id] if t is not None]
-    stop_ids = eos if chat else newline_token_ids(tokenizer) + eos
-    prefix = [] if chat else [start.token_id]
-    encoded = [[*prefix, *ids] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else start.token_id
-    tokenizer.padding_side = "left"  # padding is built here, left, as generate needs it
-    device = model_device(model)
-    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))  # similar lengths together
-    results: list[tuple[str, bool]] = [("", False)] * len(prompts)
-    was_training = model.training
-    model.eval()
-    try:
-        for b in range(0, len(order), batch_size):
-            batch = order[b : b + batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                n = len(encoded[i])
-                ids[row, width - n :], mask[row, width - n :] = torch.tensor(encoded[i]), 1
-            with torch.inference_mode(), autocast(device, bf16):
-                out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                     max_new_tokens=max(caps[i] for i in batch), pad_token_id=pad_id,
-                                     eos_token_id=stop_ids, num_beams=1,
-                                     temperature=None, top_p=None, top_k=None)  # fmt: skip
-            for row, i in enumerate(batch):
-                results[i] = cut_output(tokenizer, out[row, width:].tolist(), caps[i], at_newline=not chat)
-    finally:
-        model.train(was_training)
-    return results
 
 
 # ----------------------------------------------------------------------------------------- scores
@@ -225,8 +107,6 @@ def score(hypotheses: list[str], references: list[str], *, seed: int = 0, n_samp
 
 def off_target_rate(outputs: list[str], lang: str) -> float:
     """Share of outputs whose identified language (py3langid) is not ``lang``; empty ones count."""
-    from langadapt.corpus.scripts import langid_model
-
     if not outputs:
         return 0.0
     model = langid_model()
@@ -243,13 +123,7 @@ def _direction_langs(direction: str, src: str, tgt: str) -> tuple[str, str]:
 def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval translate``): every model translates the same items with the same shots;
     write ``out/results.json`` and ``out/samples.jsonl``."""
-    from langadapt.eval.bpb import document_start, model_labels
-    from langadapt.eval.lmeval import export_translate
-    from langadapt.models import load_tokenizer, resolve_model, resolve_tokenizer
-    from langadapt.runtime import load_model, resolve_device, use_bf16
-
-    if not cfg.models:
-        raise UserError("eval translate needs at least one model (--models)")
+    models = each_model(cfg, "eval translate")
     if not cfg.pairs:
         raise UserError("eval translate needs a parallel file (--pairs)")
     if not cfg.tgt:
@@ -271,43 +145,21 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
         plans[f"{s}-{t}"] = {"src": s, "tgt": t, "shots": examples,
                              "prompts": [build_prompt(examples, item[s]) for item in test],
                              "references": [item[t] for item in test]}  # fmt: skip
-    paths = [resolve_model(m) for m in cfg.models]  # fail on a missing model before any work
-    device = resolve_device(cfg.device)
-    bf16 = use_bf16(cfg.bf16, device)
+    models.resolve()
+    bf16 = models.bf16
     results, samples = [], []
     first: dict[str, list[str]] = {}
-    for name, path, label in zip(cfg.models, paths, model_labels(cfg.models)):
-        model, tokenizer = load_model(path, device), load_tokenizer(path)
-        start = document_start(tokenizer)
-        entry: dict[str, Any] = {"label": label, "model": str(name), "model_path": str(Path(path).resolve()),
-                                 "tokenizer_sha256": tokenizer_fingerprint(resolve_tokenizer(path))[:16],
+    for m in models:
+        start = document_start(m.tokenizer)
+        entry: dict[str, Any] = {"label": m.label, "model": str(m.name), "model_path": str(Path(m.path).resolve()),
+                                 "tokenizer_sha256": tokenizer_fingerprint(resolve_tokenizer(m.path))[:16],
                                  "doc_start": start.token, "doc_start_rule": start.rule, "bf16": bf16,
-                                 "device": str(device), "directions": {}}  # fmt: skip
+                                 "device": str(models.device), "directions": {}}  # fmt: skip
         for key, plan in plans.items():
-            caps = token_caps(
-                tokenizer, plan["references"], cfg.max_new_tokens_factor, cfg.max_new_tokens_extra
-            )
-            started = time.perf_counter()
-            generated = generate(
-                model, tokenizer, plan["prompts"], caps, batch_size=cfg.batch_size, bf16=bf16
-            )
-            seconds = time.perf_counter() - started
-            outputs = [text.strip() for text, _ in generated]
-            scores = score(outputs, plan["references"], seed=cfg.seed, baseline=first.get(key))
-            first.setdefault(key, outputs)
-            entry["directions"][key] = {
-                **scores, "truncation_rate": sum(t for _, t in generated) / len(generated),
-                "off_target_rate": off_target_rate(outputs, plan["tgt"]),
-                "max_new_tokens": {"min": min(caps), "max": max(caps), "mean": sum(caps) / len(caps)},
-                "generation_seconds": seconds, "seconds_per_item": seconds / len(generated),
-            }  # fmt: skip
-            for i, (prompt, output, ref, cap, (_, cut)) in enumerate(
-                zip(plan["prompts"], outputs, plan["references"], caps, generated)
-            ):
-                samples.append({"model": label, "direction": key, "item": i, "prompt": prompt, "output": output,
-                                "reference": ref, "max_new_tokens": cap, "truncated": cut})  # fmt: skip
+            entry["directions"][key] = _translate_direction(m.model, m.tokenizer, plan, cfg, bf16, first.get(key),
+                                                            m.label, key, samples)  # fmt: skip
+            first.setdefault(key, entry["directions"][key].pop("_outputs"))
         results.append(entry)
-        del model
     depends_on = ["shots", "template", "doc_start", "max_new_tokens_rule", "seed", "model_path",
                   "tokenizer_sha256", "pairs_sha256", "split", "max_items", "bf16"]  # fmt: skip
     write_json_atomic(out / RESULTS_JSON, {
@@ -325,10 +177,33 @@ def evaluate_translate(cfg: TranslateConfig, out: Path) -> dict[str, Any]:
         "score_depends_on": depends_on, "models": results,
     })  # fmt: skip
     write_jsonl_atomic(out / SAMPLES_JSONL, samples)
-    export_translate(out, plans, cfg, paths, bf16)  # out/lm-eval/: the same prompts as lm-eval tasks
+    export_translate(out, plans, cfg, models.paths, bf16)  # out/lm-eval/: the same prompts as lm-eval tasks
     figures = {r["label"]: {k: {m: d[m] for m in ("chrf++", "bleu", "n")} for k, d in r["directions"].items()}
                for r in results}  # fmt: skip
-    return {"models": figures, "items": len(test), "bf16": bf16, "device": str(device)}
+    return {"models": figures, "items": len(test), "bf16": bf16, "device": str(models.device)}
+
+
+def _translate_direction(model: Any, tokenizer: Any, plan: dict[str, Any], cfg: TranslateConfig, bf16: bool,
+                         baseline: list[str] | None, label: str, key: str,
+                         samples: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
+    """One model's scores on one direction's prompts (its outputs under ``_outputs``); appends its samples."""
+    caps = token_caps(tokenizer, plan["references"], cfg.max_new_tokens_factor, cfg.max_new_tokens_extra)
+    started = time.perf_counter()
+    generated = generate(model, tokenizer, plan["prompts"], caps, batch_size=cfg.batch_size, bf16=bf16)
+    seconds = time.perf_counter() - started
+    outputs = [text.strip() for text, _ in generated]
+    scores = score(outputs, plan["references"], seed=cfg.seed, baseline=baseline)
+    for i, (prompt, output, ref, cap, (_, cut)) in enumerate(
+        zip(plan["prompts"], outputs, plan["references"], caps, generated)
+    ):
+        samples.append({"model": label, "direction": key, "item": i, "prompt": prompt, "output": output,
+                        "reference": ref, "max_new_tokens": cap, "truncated": cut})  # fmt: skip
+    return {
+        **scores, "truncation_rate": sum(t for _, t in generated) / len(generated),
+        "off_target_rate": off_target_rate(outputs, plan["tgt"]),
+        "max_new_tokens": {"min": min(caps), "max": max(caps), "mean": sum(caps) / len(caps)},
+        "generation_seconds": seconds, "seconds_per_item": seconds / len(generated), "_outputs": outputs,
+    }  # fmt: skip
 
 
 def print_translate(record: dict[str, Any], out: Path) -> None:

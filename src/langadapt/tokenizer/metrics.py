@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from langadapt.corpus.readers import check_corpus, iter_documents
 from langadapt.errors import reading
+from langadapt.models import load_fast_tokenizer
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -28,7 +29,6 @@ def as_tokenizer(tokenizer: Any) -> Tokenizer:
     """A raw ``tokenizers.Tokenizer`` from a Tokenizer, a transformers tokenizer, a folder or an alias."""
     from tokenizers import Tokenizer
 
-    from langadapt.models import load_fast_tokenizer
 
     if isinstance(tokenizer, Tokenizer):
         return tokenizer

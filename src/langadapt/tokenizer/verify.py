@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langadapt.errors import reading
+from langadapt.tokenizer.spm import sentencepiece_mismatches
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -164,7 +165,6 @@ def verify_extension(base_folder: Path, ext_folder: Path, *, texts: Iterable[str
             v.failures.append(f"{got['changed']} of {got['docs']} English documents tokenize differently "
                               f"(allowed: {max_english_changed:.1%}), e.g. {got['changed_examples'][0]}")  # fmt: skip
     if (Path(ext_folder) / MODEL_FILE).is_file():
-        from langadapt.tokenizer.spm import sentencepiece_mismatches
 
         mismatches = sentencepiece_mismatches(Path(ext_folder), texts + english)
         v.figures["tokenizer_model_mismatches"] = len(mismatches)

@@ -25,9 +25,32 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.config import AlignConfig
-from langadapt.errors import UserError
-from langadapt.runs import EXTENSION_JSON, is_main_process, read_json, write_json_atomic, write_jsonl_atomic
-from langadapt.train.monitor import METRICS_JSONL
+from langadapt.errors import UserError, reading
+from langadapt.models import load_tokenizer, resolve_model
+from langadapt.runs import (
+    EXTENSION_JSON,
+    METRICS_JSONL,
+    is_main_process,
+    read_json,
+    write_json_atomic,
+    write_jsonl_atomic,
+)
+from langadapt.runtime import load_model, resolve_device, use_bf16
+from langadapt.train.align_data import read_mix
+from langadapt.train.chat import ensure_template, training_template
+from langadapt.train.core import reset_single_process_state
+from langadapt.train.evaluation import evaluate, load_eval_texts
+from langadapt.train.masking import supported_paths
+from langadapt.train.monitor import resolve_trackers
+from langadapt.train.trainable import (
+    RowFreeze,
+    RowFreezeCallback,
+    base_vocab_size,
+    embedding_matrices,
+    is_tied,
+    select,
+    wants_row_freeze,
+)
 
 FINAL = "final"
 """The HF folder a stage leaves: model, tokenizer with its chat template, extension.json."""
@@ -53,8 +76,6 @@ class Setup:
 
 def check_model(cfg: AlignConfig) -> Path:
     """The model folder (an alias is converted), with max_length within the model's context."""
-    from langadapt.models import resolve_model
-
     if not cfg.model:
         raise UserError("needs a model (--model)")
     model_dir = resolve_model(cfg.model)
@@ -88,7 +109,6 @@ def _supported_kernels(model_dir: Path | None) -> set[str] | None:
     """``{"flash_attention", "sdpa", "eager"}`` minus what the model class of ``model_dir`` lacks (None: unknown)."""
     if model_dir is None:
         return None
-    from langadapt.train.masking import supported_paths
 
     cls = model_class(model_dir)
     if cls is None:
@@ -113,11 +133,6 @@ def setup(cfg: AlignConfig, model_dir: Path) -> Setup:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from langadapt.errors import reading
-    from langadapt.models import load_tokenizer
-    from langadapt.runtime import resolve_device, use_bf16
-    from langadapt.train.chat import ensure_template, training_template
-    from langadapt.train.evaluation import load_eval_texts
 
     device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index not in (None, 0):
@@ -143,8 +158,6 @@ def setup(cfg: AlignConfig, model_dir: Path) -> Setup:
 
 def new_rows(model_dir: Path) -> int | None:
     """``base_vocab_size`` of an extended tokenizer (rows at and above it are new), None when not extended."""
-    from langadapt.train.trainable import base_vocab_size
-
     try:
         return base_vocab_size(model_dir)
     except UserError:
@@ -152,8 +165,6 @@ def new_rows(model_dir: Path) -> int | None:
 
 
 def _what_trains(cfg: AlignConfig, s: Setup) -> None:
-    from langadapt.train.trainable import is_tied, select, wants_row_freeze
-
     base = new_rows(s.model_dir)
     vocab = len(s.tokenizer)
     if not cfg.lora:
@@ -168,7 +179,6 @@ def _what_trains(cfg: AlignConfig, s: Setup) -> None:
     except ImportError as exc:
         raise UserError('lora needs peft: pip install "langadapt[lora]"') from exc
 
-    from langadapt.train.trainable import RowFreeze
 
     target = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
     save, tied = None, is_tied(s.model)
@@ -194,8 +204,6 @@ def _module_name(model: Any, module: Any) -> str:
 def trainer_args(config_cls: type, cfg: AlignConfig, work: Path, s: Setup, **specific: Any) -> Any:
     """trl's SFTConfig / DPOConfig from ours: every setting that changes the result is set here, not left
     to trl's defaults (which would turn on bf16 and gradient checkpointing)."""
-    from langadapt.train.monitor import resolve_trackers
-
     save = cfg.checkpoint_every > 0
     return config_cls(
         output_dir=str(work / "trainer"), learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
@@ -216,7 +224,6 @@ def attach_row_freeze(trainer: Any, s: Setup) -> None:
     the frozen rows; see trainable.py)."""
     if s.row_freeze is None:
         return
-    from langadapt.train.trainable import RowFreezeCallback, embedding_matrices
 
     trainer.add_callback(RowFreezeCallback(s.row_freeze))
     decay_names = trainer.get_decay_parameter_names
@@ -230,8 +237,6 @@ def attach_row_freeze(trainer: Any, s: Setup) -> None:
 
 
 def row_freeze_result(trainer: Any) -> dict[str, Any]:
-    from langadapt.train.trainable import RowFreezeCallback
-
     cb = next((c for c in trainer.callback_handler.callbacks if isinstance(c, RowFreezeCallback)), None)
     return {} if cb is None else {"frozen_rows_unchanged": cb.unchanged}
 
@@ -241,8 +246,6 @@ def row_freeze_result(trainer: Any) -> dict[str, Any]:
 
 def english_bpb(model: Any, tokenizer: Any, texts: dict[str, list[str]], bf16: bool, max_len: int) -> dict[str, float]:
     """``{"english_bpb", "target_bpb"}`` of the corpora given (none: {})."""
-    from langadapt.train.evaluation import evaluate
-
     if not texts:
         return {}
     return evaluate(model, tokenizer, texts, bf16=bf16, max_len=min(max_len, 1024))
@@ -322,8 +325,6 @@ def after_bpb(final: Path, cfg: AlignConfig, s: Setup) -> dict[str, float]:
     """Bits per byte of final/ as saved, reloaded from disk (main process)."""
     if not s.eval_texts or not is_main_process():
         return {}
-    from langadapt.models import load_tokenizer
-    from langadapt.runtime import load_model
 
     model = load_model(final, s.device)
     return english_bpb(model, load_tokenizer(final), s.eval_texts, s.bf16, cfg.max_length)
@@ -342,8 +343,6 @@ def quiet_datasets() -> None:
 
 
 def reset_accelerate() -> None:
-    from langadapt.train.core import reset_single_process_state
-
     reset_single_process_state(device=True)
 
 
@@ -369,8 +368,6 @@ def prepare(cfg: AlignConfig, kind: str) -> tuple[Any, dict[str, Any], Setup]:
     """What SFT and DPO do before building their trainer, in this order so that bad input fails before the
     model loads: check the model folder, read and mix the ``kind`` data (chat / preference), then load the
     model and tokenizer (:func:`setup`). Returns (dataset, mix record, setup)."""
-    from langadapt.train.align_data import read_mix
-
     model_dir = check_model(cfg)
     dataset, mix = read_mix(cfg.data, cfg.translated, kind, ratio=cfg.ratio, strategy=cfg.mix_strategy,
                             seed=cfg.seed, max_examples=cfg.max_examples)  # fmt: skip

@@ -16,56 +16,15 @@ only ``role`` and ``content``, so sources with extra keys still interleave.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from langadapt.corpus.readers import expand_paths, iter_records
 from langadapt.errors import UserError
 from langadapt.train.chat import ROLES
 
 CHAT_HELP = 'a chat record is {"messages": [{"role": "user", "content": ...}, {"role": "assistant", ...}]}'
 PAIR_HELP = 'a preference record is {"chosen": ..., "rejected": ...} with an optional "prompt"'
-
-
-def iter_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(``line N`` / ``row N``, record) of every record of one file or saved datasets folder."""
-    from langadapt.corpus.readers import SUPPORTED, iter_json_records
-
-    name = path.name.lower()
-    if not path.exists():
-        raise UserError("file not found", path)
-    if path.is_dir():
-        yield from _iter_saved(path)
-    elif name.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-        for lineno, record in iter_json_records(path):
-            yield f"line {lineno}", record
-    elif name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        try:
-            pfile = pq.ParquetFile(path)
-        except Exception as exc:  # pyarrow raises its own error types for non-parquet files
-            raise UserError(f"not a parquet file ({exc})", path) from exc
-        row = 0
-        for batch in pfile.iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                row += 1
-                yield f"row {row}", record
-    else:
-        raise UserError(f"unsupported data format (use {SUPPORTED.replace('.txt, ', '')})", path)
-
-
-def _iter_saved(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    if not ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-        raise UserError("folder is not a saved datasets folder", path)
-    from datasets import load_from_disk
-
-    ds = load_from_disk(str(path))
-    if hasattr(ds, "keys"):  # a DatasetDict: the train split (ultrachat: train_sft), else the first
-        split = next((s for s in ("train", "train_sft", "train_prefs") if s in ds), next(iter(ds.keys())))
-        ds = ds[split]
-    for row, record in enumerate(ds, 1):
-        yield f"row {row}", record
 
 
 def _messages(value: Any, where: str, key: str, path: Path) -> list[dict[str, str]]:
@@ -131,8 +90,6 @@ def _turns(value: Any, role: str, where: str, key: str, path: Path) -> list[dict
 
 def read_examples(files: list[str], kind: str, max_examples: int | None = None) -> list[dict[str, Any]]:
     """Every record of ``files`` (globs expanded) as checked ``kind`` examples (``chat`` / ``preference``)."""
-    from langadapt.corpus.readers import expand_paths
-
     make = {"chat": chat_example, "preference": preference_example}[kind]
     out: list[dict[str, Any]] = []
     paths = expand_paths(files)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.errors import UserError
+from langadapt.tokenizer.document import document_start
 
 ROLES = ("system", "user", "assistant")
 """Message roles a chat record may use (tool calls are not supported)."""
@@ -45,8 +46,6 @@ def sambalingo_template(tokenizer: Any) -> str:
     ``<|role|>\\n{content}EOS\\n`` per turn, ``<|assistant|>\\n`` as the generation prompt; the EOS that ends
     an assistant turn is inside the markers, so the model learns to stop. The tokenizer's document-start
     token (Llama-2's ``<s>``) leads when the tokenizer adds one itself to plain text."""
-    from langadapt.eval.bpb import document_start
-
     eos = tokenizer.eos_token
     if not eos:
         raise UserError("the tokenizer has no EOS token to end a chat turn with")

@@ -9,19 +9,18 @@ from typing import Any
 import torch
 
 from langadapt.config import PretrainConfig
-from langadapt.runs import EXTENSION_JSON
-from langadapt.train import masking
+from langadapt.models import load_model, load_tokenizer
+from langadapt.runs import EXTENSION_JSON, atomic_output_dir
+from langadapt.train import masking, optim, trainable
 from langadapt.train.batches import StepPlan, predicted_tokens
 from langadapt.train.core import TrainCore, accelerator_settings, make_accelerator, start_trackers
+from langadapt.train.evaluation import evaluate
 from langadapt.train.monitor import Monitor, flops_per_token, gpu_peak
 
 
 class Trainer:
     def __init__(self, cfg: PretrainConfig, out: Path, model_dir: Path, dataset: Any,
                  eval_texts: dict[str, list[str]]) -> None:  # fmt: skip
-        from langadapt.models import load_model, load_tokenizer
-        from langadapt.train import optim, trainable
-
         self.cfg, self.out, self.dataset, self.eval_texts = cfg, out, dataset, eval_texts
         self.model_dir = model_dir
         self.accelerator = acc = make_accelerator(out, **accelerator_settings(cfg))
@@ -128,8 +127,6 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """bpb on the held-out texts (every process: sharded models need all ranks in a forward)."""
-        from langadapt.train.evaluation import evaluate
-
         step = self.state["step"]
         started = time.perf_counter()
         result = evaluate(self.model, self.tokenizer, self.eval_texts, bf16=self.accelerator.mixed_precision == "bf16",
@@ -141,8 +138,6 @@ class Trainer:
         return {"kind": "eval", "step": step, **result, "seconds": time.perf_counter() - started}
 
     def save_best(self) -> None:
-        from langadapt.runs import atomic_output_dir
-
         acc = self.accelerator
         if acc.is_main_process:
             with atomic_output_dir(self.out / "best", overwrite=True) as tmp:
@@ -155,7 +150,6 @@ class Trainer:
         """``final/``: the best evaluated weights if evaluation ran, else the last (says which)."""
         import shutil
 
-        from langadapt.runs import atomic_output_dir
 
         best = self.out / "best"
         use_best = summary.get("best_step") is not None and best.exists()

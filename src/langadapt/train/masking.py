@@ -39,6 +39,8 @@ from typing import Any
 
 import torch
 
+from langadapt.errors import UserError
+
 IGNORE = -100
 """Label value the loss skips (transformers' ignore_index)."""
 
@@ -62,8 +64,6 @@ def supported_paths(model: Any) -> tuple[str, ...]:
 def choose_attention(requested: str, device: torch.device, model: Any = None) -> str:
     """Resolve ``auto`` to a concrete path for this device and architecture (``model``: the model or its
     class; None: any); refuse paths the machine or the architecture cannot run."""
-    from langadapt.errors import UserError
-
     supported = supported_paths(model) if model is not None else ("flex", "flash", "sdpa", "eager")
     if requested == "auto":
         if device.type == "cuda" and _has_flex() and "flex" in supported:

@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-METRICS_JSONL = "metrics.jsonl"
-"""In a training run folder: one JSON record per optimizer step and per evaluation."""
+from langadapt.config import parse_report_to
+from langadapt.errors import UserError
+from langadapt.runs import METRICS_JSONL, write_text_atomic
 
 # Dense bf16 peak FLOP/s (no sparsity) by GPU name fragment; MFU is reported only for these.
 GPU_PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12, "L4": 121e12,
@@ -29,9 +30,6 @@ def installed(tracker: str) -> bool:
 
 def resolve_trackers(report_to: str) -> list[str]:
     """``auto``: every installed tracker; ``none``: []; else the named ones, which must be installed."""
-    from langadapt.config import parse_report_to
-    from langadapt.errors import UserError
-
     names = parse_report_to(report_to)
     if names == ["auto"]:
         return [t for t in TRACKER_PACKAGES if installed(t)]
@@ -110,8 +108,6 @@ def truncate_metrics(path: Path, step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:  # the line a kill -9 cut short
             continue
-    from langadapt.runs import write_text_atomic
-
     write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 

@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from langadapt.config import PretrainConfig
+from langadapt.data.reader import PackedDataset, check_tokenizer
 from langadapt.errors import UserError
+from langadapt.models import resolve_model
+from langadapt.train.evaluation import load_eval_texts
+from langadapt.train.loop import Trainer
 
 
 @dataclass
@@ -39,7 +43,6 @@ def pretrain(cfg: PretrainConfig, out: Path) -> dict[str, Any]:
     checkpoint when there is one); return the figures for stage.json."""
     out = Path(out)
     inputs = check_inputs(cfg, out)
-    from langadapt.train.loop import Trainer
 
     trainer = Trainer(cfg, out, inputs.model_dir, inputs.dataset, inputs.eval_texts)
     summary = trainer.run()
@@ -52,10 +55,6 @@ def pretrain(cfg: PretrainConfig, out: Path) -> dict[str, Any]:
 
 def check_inputs(cfg: PretrainConfig, out: Path) -> Inputs:
     """Every bad-input check that needs no training, before anything is written."""
-    from langadapt.data.reader import PackedDataset, check_tokenizer
-    from langadapt.models import resolve_model
-    from langadapt.train.evaluation import load_eval_texts
-
     if not cfg.model or not cfg.data:
         raise UserError("pretrain needs a model and a packed data folder")
     model_dir = resolve_model(cfg.model)
