@@ -1,12 +1,18 @@
-"""corpus prepare on a cluster: the Slurm and Ray executors are built and chained correctly (no cluster
-here: sbatch is faked and Ray is only constructed), and the recipe runner plans the stage."""
+"""corpus prepare on a cluster: the Slurm and Ray executors are built and chained correctly (sbatch faked,
+Ray only constructed), the recipe runner plans the stage, and, where a Slurm cluster answers (CI starts a
+one-node one: .ci/slurm-up), a real Slurm run writes what the local executor writes. The real Ray
+cluster's tests are in tests/test_prepare_ray.py."""
 
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
+import cluster_runs as cr
 import pytest
 import tiny
 
@@ -79,6 +85,27 @@ def test_ray_executors_are_chained() -> None:
     assert executors[0].tasks == 3 and executors[5].tasks == 13 and executors[0].cpus_per_task == 2
 
 
+def test_a_failed_ray_stage_stops_the_run_instead_of_waiting(tmp_path: Path) -> None:
+    """datatrove's Ray executor only logs a failed task, and the next stage would poll for it forever."""
+    from langadapt.corpus.plan import run_executors
+
+    class Stage:
+        def __init__(self, name: str, missing: list[int]) -> None:
+            self.missing, self.ran = missing, False
+            self.logging_dir = type("Dir", (), {"path": str(tmp_path / "logs" / name)})()
+
+        def run(self) -> None:
+            self.ran = True
+
+        def get_incomplete_ranks(self) -> list[int]:
+            return self.missing
+
+    stages = [Stage("filter", []), Stage("boilerplate", [1]), Stage("clean", [])]
+    with pytest.raises(RuntimeError, match="1 task\\(s\\) of 'boilerplate' failed on the Ray cluster"):
+        run_executors(PrepareConfig(executor="ray"), stages)
+    assert [s.ran for s in stages] == [True, True, False]
+
+
 def test_stage_list_follows_the_switches() -> None:
     cfg = PrepareConfig(input=["x"], lang="ja", boilerplate_filter=False, exact_dedup=False)
     stages = plan_stages(cfg)
@@ -95,6 +122,8 @@ def test_config_rejects_bad_values() -> None:
         PrepareConfig(output_format="csv")
     with pytest.raises(UserError, match="minhash_buckets"):
         PrepareConfig(minhash_buckets=10)
+    with pytest.raises(UserError, match="cpus_per_task"):
+        PrepareConfig(executor="ray", cpus_per_task=0)
 
 
 def test_recipe_runner_plans_prepare_first(tmp_path: Path) -> None:
@@ -107,3 +136,53 @@ def test_recipe_runner_plans_prepare_first(tmp_path: Path) -> None:
     assert stages[0].name == "prepare" and stages[0].config.lang == "ru"
     assert stages[0].config.input == ["/data/ru/*.jsonl.gz"]
     assert stages[1].config.corpus == output_files(tmp_path / "t" / "corpus")
+
+
+def slurm_partition() -> str | None:
+    """The partition to test on where a Slurm controller answers here: $LANGADAPT_SLURM_PARTITION, else the
+    default one that is up (None: no sbatch, or nothing answers)."""
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return None
+    try:
+        info = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    up = [line.split()[0] for line in info.stdout.splitlines() if info.returncode == 0 and line.endswith(" up")]
+    if not up:
+        return None
+    return os.environ.get("LANGADAPT_SLURM_PARTITION") or next((p for p in up if p.endswith("*")), up[0]).rstrip("*")
+
+
+SLURM = slurm_partition()
+
+
+def _our_jobs(folder: Path) -> list[str]:
+    """Ids of the queued or running jobs submitted from ``folder`` (their working directory)."""
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=10, check=True)
+    return [line.split()[0] for line in queue.stdout.splitlines() if line.split()[1:] == [str(folder)]]
+
+
+@pytest.mark.skipif(SLURM is None, reason="no Slurm cluster answers here (sinfo/sbatch); CI starts one: .ci/slurm-up")
+def test_slurm_cluster_writes_what_the_local_executor_writes(tmp_path: Path, monkeypatch) -> None:
+    """The jobs run on the cluster's nodes, so tmp_path must be on storage they share (pytest --basetemp
+    on a multi-node cluster). Submitted from tmp_path: that is how the jobs are found and, on failure,
+    cancelled (only these)."""
+    inputs = cr.hu_slice(tmp_path / "in")
+    cr.prepare(cr.config(inputs), tmp_path / "local")
+    out = tmp_path / "slurm"
+    monkeypatch.chdir(tmp_path)
+    cfg = cr.config(inputs, executor="slurm", slurm_partition=SLURM, slurm_time="0:15:00")
+    record = cr.prepare(cfg, out)
+    assert record["submitted"] is True
+    try:
+        deadline = time.monotonic() + 300
+        while _our_jobs(tmp_path) and time.monotonic() < deadline:
+            time.sleep(1)
+        logs = scratch_dir(out) / "logs"
+        assert (out / "DONE").exists(), f"the Slurm jobs did not finish in 300 s; logs in {logs}"
+    finally:
+        if jobs := _our_jobs(tmp_path):
+            subprocess.run(["scancel", *jobs], check=False)
+    cr.assert_same_output(tmp_path / "local", out)
+    assert not work_folder(out).exists()  # committed by the finalize job; the logs stay for reading
+    assert (scratch_dir(out) / "logs" / "finalize" / "completions" / "00000").exists()

@@ -129,3 +129,20 @@ def reuse_freed_memory() -> None:
     m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
     libc.mallopt(m_mmap_max, 0)
     libc.mallopt(m_trim_threshold, 1 << 30)
+
+
+def release_freed_memory() -> None:
+    """Give the heap's free pages back to the OS now (glibc's ``malloc_trim``; nothing elsewhere).
+
+    :func:`reuse_freed_memory` keeps up to 1 GB of freed memory in the heap for the next training step; a
+    stage that frees large temporaries once and then allocates something else (embeddings init: the probe's
+    activations, then the resized matrices) would otherwise carry them in its peak RSS."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux":
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # musl or another libc
+        return

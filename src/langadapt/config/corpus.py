@@ -57,6 +57,10 @@ class PrepareConfig(TextField):
     """Slurm partition (executor slurm)."""
     slurm_time: str = "24:00:00"
     """Slurm time limit per task (executor slurm)."""
+    ray_address: str = ""
+    """Ray cluster to run on (executor ray): its head's ``host:port`` (``ray start --head --port``),
+    ``ray://host:port`` (Ray Client) or ``auto`` (the cluster ``ray start`` started on this machine);
+    empty: the ``RAY_ADDRESS`` variable, else ``auto``."""
     cpus_per_task: int = 1
     """CPUs per task (executors slurm and ray)."""
     mem_per_cpu_gb: float = 2.0
@@ -77,5 +81,7 @@ class PrepareConfig(TextField):
             raise ConfigError("min_script_ratio must be in [0, 1] and boilerplate_min_doc_share in (0, 1]")
         if (self.minhash_buckets is None) != (self.minhash_rows is None):
             raise ConfigError("set both minhash_buckets and minhash_rows, or neither")
+        if self.cpus_per_task < 1 or self.mem_per_cpu_gb <= 0:
+            raise ConfigError("cpus_per_task must be >= 1 and mem_per_cpu_gb > 0")
         if self.executor == "slurm" and not self.slurm_partition:
             raise ConfigError("executor slurm needs slurm_partition")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from langadapt.config.base import ConfigError, Runtime, TextField, check_choice, parse_report_to, path, paths
+from langadapt.models import DTYPES
 
 
 @dataclass(kw_only=True)
@@ -29,8 +30,12 @@ class InitConfig(TextField, Runtime):
     """English text on which KL(base || extended) of next-token distributions is measured."""
     kl_max_docs: int = 16
     """Documents used for the KL measurement."""
+    dtype: str = "auto"
+    """dtype the model is loaded, extended and saved in: auto (the one it is stored in, config.json's dtype),
+    float32, bfloat16 or float16. New rows are computed in float32 and rounded once."""
 
     def validate(self) -> None:
+        check_choice("dtype", self.dtype, DTYPES)
         check_choice("method", self.method, ("mean-subword", "mean", "random"))
         check_choice("output_remedy", self.output_remedy, ("auto", "shift", "none"))
         if self.output_shift < 0:
@@ -72,8 +77,12 @@ class DistillConfig(TextField, Runtime):
     """Steps between resumable checkpoints."""
     report_to: str = "auto"
     """accelerate trackers: auto (every one installed of tensorboard and wandb), none, or a comma-separated list."""
+    dtype: str = "auto"
+    """dtype the student and the teacher are loaded in and the model is saved in: auto (the one each is
+    stored in), float32, bfloat16 or float16. The rows that train always have float32 master copies."""
 
     def validate(self) -> None:
+        check_choice("dtype", self.dtype, DTYPES)
         if self.steps <= 0:
             raise ConfigError("steps must be > 0")
         if self.calibrate_steps < 0:

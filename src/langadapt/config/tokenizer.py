@@ -25,12 +25,16 @@ class ExtendConfig(TextField):
     """A new merge must occur at least this many times in the corpus."""
     max_docs: int | None = None
     """Read at most this many target documents (None: all)."""
+    workers: int = 1
+    """Processes that count the corpus's words (the base pre-tokenizer's units); same result for any number."""
 
     def validate(self) -> None:
         if self.num_new_tokens <= 0:
             raise ConfigError("num_new_tokens must be > 0")
         if self.min_frequency < 1:
             raise ConfigError("min_frequency must be >= 1")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, not {self.workers}")
 
 
 @dataclass(kw_only=True)

@@ -13,8 +13,10 @@ Stages (each a datatrove executor run with its own ``completions/``, chained wit
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,7 @@ from langadapt.corpus.steps import (
     ScriptFilter,
     TextNormalizer,
 )
+from langadapt.errors import UserError
 
 
 @dataclass
@@ -237,9 +240,143 @@ def make_executors(cfg: PrepareConfig, stages: list[Stage], scratch: Path) -> li
         else:
             from datatrove.executor import RayPipelineExecutor
 
-            # Expects a Ray cluster started beforehand (ray.init() / `ray start`); logs must be on shared disk.
+            # Runs through the connection ray_cluster() made; logs and output must be on storage every node sees.
             ex = RayPipelineExecutor(stage.pipeline, tasks=stage.tasks, workers=cfg.workers, depends=prev,
                                      logging_dir=logs, cpus_per_task=cfg.cpus_per_task,
                                      mem_per_cpu_gb=cfg.mem_per_cpu_gb)  # fmt: skip
         executors.append(ex)
     return executors
+
+
+def run_executors(cfg: PrepareConfig, executors: list) -> None:
+    """Run (or, on Slurm, submit) every stage.
+
+    Local and Slurm: the last executor runs its ``depends=`` chain. Ray: one stage after the other, each
+    checked before the next, because datatrove's Ray executor logs a failed task as a warning and the next
+    stage then waits for it forever (it polls the dependency's completions every 2 minutes).
+    """
+    if cfg.executor != "ray":
+        executors[-1].run()
+        return
+    for ex in executors:
+        ex.run()  # the next one finds this one launched and complete, and does not run it again
+        if missing := ex.get_incomplete_ranks():
+            logs = ex.logging_dir.path
+            raise RuntimeError(f"corpus prepare: {len(missing)} task(s) of {Path(logs).name!r} failed on the Ray "
+                               f"cluster (ranks {missing[:5]}); their logs: {logs}/logs")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+
+PROBE_SECONDS = 5.0
+"""How long the Ray head may take to accept a TCP connection: ray.init on an address where nothing answers
+retries for minutes before it gives up."""
+
+
+@contextlib.contextmanager
+def ray_cluster(cfg: PrepareConfig):
+    """Connect this process to the Ray cluster for the run, and disconnect after.
+
+    datatrove's RayPipelineExecutor submits through the connection of the process it runs in; without one
+    its first ``ray.put`` would start a private Ray instance on this machine instead. Everything that can
+    be wrong with the cluster (not installed, nothing answering, too small for one task) is a UserError
+    raised here, before anything is written.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise UserError('executor ray needs the ray package: pip install "langadapt[ray]"') from exc
+    if ray.is_initialized():  # a Python caller connected already (ray.init): run on that cluster
+        _check_resources(cfg, "this process is connected to", ray.nodes())
+        yield
+        return
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS") or "auto"
+    host, port = _head(address)
+    shown = address if address != "auto" else f"auto ({host}:{port})"
+    _probe(shown, (host, port))
+    try:
+        # Something answers, but it may not be a Ray head: Ray's client retries for ~20 s by default, a line
+        # on fd 2 per try; 10 s (unless the user set it) and the lines kept out of the console.
+        with _env_default("RAY_gcs_server_port_wait_time_s", "10"), _stderr_discarded():
+            # log_to_driver off: the workers' datatrove logs go to the stages' logging folders
+            ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise UserError(f"ray_address {shown!r}: cannot connect ({_reason(exc)})") from exc
+    try:
+        _check_resources(cfg, f"at {shown}", ray.nodes())
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def _env_default(name: str, value: str):
+    had = name in os.environ
+    os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        if not had:
+            os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def _stderr_discarded():
+    """File descriptor 2 to /dev/null: Ray's C++ client logs there directly, past Python's logging."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of the innermost error: ray.init's own says only "Failed to connect" and keeps the
+    reason (wrong token, version mismatch) in the exception it raises from, as a traceback text."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].split(". ")[0] if lines else type(exc).__name__
+
+
+def _head(address: str) -> tuple[str, int]:
+    """The (host, port) a Ray address connects to first (GCS, or the Ray Client server for ray://)."""
+    hostport = address.removeprefix("ray://")
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address  # how ray.init resolves "auto"
+
+        try:
+            hostport = canonicalize_bootstrap_address("auto")
+        except ConnectionError as exc:
+            raise UserError("no Ray cluster is running on this machine: start one (`ray start --head`) or give "
+                            "its address (--ray-address host:port or RAY_ADDRESS)") from exc  # fmt: skip
+    host, _, port = (hostport or "").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"ray_address {address!r}: expected host:port, ray://host:port or auto")
+    return host.strip("[]"), int(port)  # [::1]:6379
+
+
+def _probe(shown: str, head: tuple[str, int]) -> None:
+    try:
+        socket.create_connection(head, timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        why = f"within {PROBE_SECONDS:g} s" if isinstance(exc, TimeoutError) else f"({exc.strerror or exc})"
+        raise UserError(f"the Ray cluster at {shown} does not answer {why}") from exc
+
+
+def _check_resources(cfg: PrepareConfig, where: str, nodes: list[dict]) -> None:
+    """A task asks Ray for ``cpus_per_task`` CPUs and ``cpus_per_task * mem_per_cpu_gb`` GiB of memory on one
+    node; where no node has that, its placement group would wait forever."""
+    need_cpu, need_mem = cfg.cpus_per_task, cfg.cpus_per_task * cfg.mem_per_cpu_gb * 2**30
+    sizes = [(n["Resources"].get("CPU", 0), n["Resources"].get("memory", 0)) for n in nodes if n.get("Alive")]
+    if not any(cpu >= need_cpu and mem >= need_mem for cpu, mem in sizes):
+        largest = ", ".join(f"{cpu:g} CPU / {mem / 2**30:.1f} GiB" for cpu, mem in sorted(sizes, reverse=True)[:3])
+        raise UserError(f"no node of the Ray cluster {where} has {need_cpu} CPU and "
+                        f"{need_mem / 2**30:g} GiB for one task (nodes: {largest or 'none'}); "
+                        "lower cpus_per_task or mem_per_cpu_gb")  # fmt: skip

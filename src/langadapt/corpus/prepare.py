@@ -100,7 +100,7 @@ def prepare(cfg: PrepareConfig, out: Path) -> dict:
     """
     # Imported here, not at the top: datatrove's pipeline and executor modules take ~0.4 s, and the
     # recipe planner and the CLI's printer import this module only for output_files / print_summary.
-    from langadapt.corpus.plan import build_stages, make_executors
+    from langadapt.corpus.plan import build_stages, make_executors, ray_cluster, run_executors
 
     work = Path(out).resolve()
     final = final_folder(work)
@@ -108,10 +108,11 @@ def prepare(cfg: PrepareConfig, out: Path) -> dict:
     check_language(cfg)
     files = resolve_inputs(cfg.input, cfg.text_field)
     stages = build_stages(cfg, files, staged=work, scratch=scratch, final=final, started=time.time())
-    _pair_scratch(files, work, scratch)  # after the last check of the input: a user error leaves nothing
-    executors = make_executors(cfg, stages, scratch)
-    with _console_to_file(cfg, scratch / "console.log"):
-        executors[-1].run()  # runs (or submits) every earlier stage through depends=
+    # A Ray cluster that does not answer (or is too small) is bad input too: connect before writing anything.
+    with ray_cluster(cfg) if cfg.executor == "ray" else contextlib.nullcontext():
+        _pair_scratch(files, work, scratch)  # after the last check of the input: a user error leaves nothing
+        with _console_to_file(cfg, scratch / "console.log"):  # the Ray executors warn when built
+            run_executors(cfg, make_executors(cfg, stages, scratch))
     if cfg.executor == "slurm":
         return {"submitted": True, "logs": str(scratch / "logs")}
     if not is_done(final):
@@ -122,13 +123,15 @@ def prepare(cfg: PrepareConfig, out: Path) -> dict:
 
 @contextlib.contextmanager
 def _console_to_file(cfg: PrepareConfig, path: Path):
-    """Send datatrove's console logging (INFO per block and task, hard-wired) to a file on local runs.
+    """Send datatrove's console logging (INFO per block and task, hard-wired) to a file on local and Ray runs.
 
     datatrove's task logger adds a loguru sink on ``sys.stderr`` in every task, in this process and in
     its worker processes, so the redirect is done on file descriptor 2, which workers inherit; its own
-    per-task log files are kept as well. Cluster executors keep their logs in their job folders.
+    per-task log files are kept as well. On Ray only the driver's lines (stage launches, the shared-disk
+    warning, Ray's own) come here: the tasks' logs go to their stage's logging folder. A Slurm submission
+    prints where the jobs' logs are.
     """
-    if cfg.executor != "local":
+    if cfg.executor == "slurm":
         yield
         return
     from loguru import logger

@@ -11,11 +11,20 @@ all new logits down and made Hungarian bpb worse than the init (RESULTS.md).
 Both stages run on the training core (``langadapt.train.core``), like ``train pretrain``: accelerate
 places the models (the GPU when there is one; under ``accelerate launch`` one process per device, data
 parallel), bf16 follows ``runtime.use_bf16``, each stage has the linear warm-up + cosine schedule
-(``warmup``, ``min_lr_ratio``) and clipping at ``grad_clip``. "Only the new rows" is the gradient mask of
-``train/trainable.py``: base and padding rows stay bit-identical (``frozen_rows_unchanged`` checks), and
-AdamW runs with weight decay 0 on the rows, because decaying new rows towards zero would undo their
-initialisation and has nothing to regularise in a few hundred steps. The teacher is frozen on the same
-device.
+(``warmup``, ``min_lr_ratio``) and clipping at ``grad_clip``. AdamW runs with weight decay 0 on the rows,
+because decaying new rows towards zero would undo their initialisation and has nothing to regularise in
+a few hundred steps. The teacher is frozen on the same device.
+
+"Only the new rows" (issue 19): the models are loaded in the dtype they are stored in (``dtype: auto``;
+bf16 stays bf16, in memory and in the saved model) and none of their weights trains. The new tokens'
+rows train as a separate module, :class:`NewRows`: float32 master copies of rows ``[n_base, n_ext)`` of
+the input matrix (and of an untied head), which forward hooks put in place of the matrices' rows, and
+which are written back, rounded once, after each stage. float32 because bf16 cannot hold the updates:
+at the calibration rate (3e-4, decaying to 3e-5) Adam moves an entry of ~0.02, where bf16's values are
+1.2e-4 apart, by 2.5 down to 0.25 of a bf16 step, so rounded bf16 rows would take the early updates
+coarsely and lose the late ones entirely. So the gradients and Adam's moments exist for these rows only (a 128k x 4096 matrix's
+gradient and moments in float32 would be 6 GB); base and padding rows stay bit-identical by construction,
+and ``frozen_rows_unchanged`` still checks their sha256 after each stage.
 
 The spans are a pure function of the seed; optimizer step k of a stage reads ``batch_size`` spans
 (stage 2 the ones after stage 1's), each process its contiguous share, and each loss is normalised over
@@ -43,17 +52,18 @@ from langadapt.corpus.readers import check_corpus, iter_documents
 from langadapt.embeddings.rows import check_extends
 from langadapt.embeddings.spans import Span, build_spans
 from langadapt.errors import UserError
-from langadapt.models import load_model, load_tokenizer, resolve_model, save_model
+from langadapt.models import load_model, load_tokenizer, resolve_dtype, resolve_model, save_model
 from langadapt.runs import EXTENSION_JSON
 from langadapt.runtime import autocast
 from langadapt.tokenizer.document import document_start
-from langadapt.train import optim, trainable
+from langadapt.train import optim
 from langadapt.train.checkpoint import latest
 from langadapt.train.core import TrainCore, accelerator_settings, make_accelerator, share, start_trackers
+from langadapt.train.trainable import RowFreeze, embedding_matrices, is_tied
 
 STAGES = ("distill", "calibrate")
 TRAIN = {"distill": "new-input-embeddings", "calibrate": "new-embeddings"}
-"""What trains in each stage (``train/trainable.py``)."""
+"""What trains in each stage, in ``train/trainable.py``'s words (here: which :class:`NewRows` train)."""
 CHECKPOINTS = "checkpoints"
 
 
@@ -79,7 +89,8 @@ def distill(cfg: DistillConfig, out: Path) -> dict[str, Any]:
                         student_path)  # fmt: skip
     acc = make_accelerator(out / "logs", **accelerator_settings(cfg))
     acc.wait_for_everyone()  # the runner's main process has made the work folder
-    student, teacher = load_model(student_path), load_model(teacher_path)
+    student = load_model(student_path, dtype=resolve_dtype(cfg.dtype, student_path))
+    teacher = load_model(teacher_path, dtype=resolve_dtype(cfg.dtype, teacher_path))
     if student.get_input_embeddings().weight.shape[0] < len(student_tok):
         raise UserError("the model has fewer embedding rows than its tokenizer has tokens "
                         "(run `langadapt embeddings init` first)", student_path)  # fmt: skip
@@ -94,7 +105,7 @@ def distill(cfg: DistillConfig, out: Path) -> dict[str, Any]:
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     acc.wait_for_everyone()
     acc.end_training()
-    return summary(progress, acc)
+    return {**summary(progress, acc), "dtype": str(student.dtype).removeprefix("torch.")}
 
 
 def summary(progress: Progress, accelerator: Any) -> dict[str, Any]:
@@ -144,10 +155,12 @@ def train_new_rows(
     teacher.eval().to(acc.device)
     progress = Progress()
     resume_from = _newest_stage(checkpoints)
+    frozen = _frozen_rows(student, n_base, n_ext)
     for stage, steps in zip(STAGES, (cfg.steps, cfg.calibrate_steps)):
         if steps == 0 or (resume_from is not None and STAGES.index(stage) < STAGES.index(resume_from)):
             continue  # a later stage's checkpoint holds the weights this stage trained
-        core = _stage_core(acc, student, cfg, stage, steps, n_base, n_ext)
+        rows = NewRows(student, n_base, n_ext)
+        core = _stage_core(acc, student, rows, cfg, stage, steps)
         meta = core.resume(checkpoints / stage) if checkpoints is not None else None
         if meta is not None:
             progress = Progress(**{k: meta[k] for k in asdict(Progress())})
@@ -156,8 +169,11 @@ def train_new_rows(
         else:
             progress.stage, progress.step = stage, 0
         _run_stage(core, stage, steps, spans, cfg, progress, teacher, checkpoints)
-        progress.frozen_rows_unchanged &= bool(core.frozen_rows_unchanged())
         student = core.release()
+        rows.remove(student)  # the trained rows into the matrices: the student is a plain model again
+        progress.frozen_rows_unchanged &= frozen.unchanged()
+        if not progress.frozen_rows_unchanged and acc.is_main_process:
+            print("warning: training changed frozen embedding rows (a bug: report it)")
         if after_stage is not None:
             after_stage(stage, student, progress)
     return progress
@@ -182,15 +198,87 @@ def _newest_stage(checkpoints: Path | None) -> str | None:
     return next((s for s in reversed(STAGES) if latest(checkpoints / s) is not None), None)
 
 
-def _stage_core(acc: Any, student, cfg: DistillConfig, stage: str, steps: int, n_base: int,
-                n_ext: int) -> TrainCore:  # fmt: skip
-    """The stage's trainable rows (row freeze), AdamW without decay and the schedule, prepared."""
-    selection = trainable.select(student, TRAIN[stage], vocab_size=n_ext, base_vocab=n_base)
-    groups = [{"params": [p for p in student.parameters() if p.requires_grad], "weight_decay": 0.0}]
+def _stage_core(acc: Any, student, rows: NewRows, cfg: DistillConfig, stage: str, steps: int) -> TrainCore:
+    """The stage's trainable rows (the input rows; in calibration the head's too), AdamW without decay
+    and the schedule, prepared."""
+    student.requires_grad_(False)
+    rows.input.requires_grad_(True)
+    if rows.output is not None:
+        rows.output.requires_grad_(TRAIN[stage] == "new-embeddings")
+    groups = [{"params": [p for p in rows.parameters() if p.requires_grad], "weight_decay": 0.0}]
     optimizer = optim.make_optimizer(groups, acc.device, lr=stage_lr(cfg, stage))
     scheduler = optim.make_scheduler(optimizer, steps, warmup=cfg.warmup, min_lr_ratio=cfg.min_lr_ratio)
-    return TrainCore(acc, student, optimizer, scheduler, grad_clip=cfg.grad_clip,
-                     row_freeze=selection.row_freeze)  # fmt: skip
+    return TrainCore(acc, student, optimizer, scheduler, grad_clip=cfg.grad_clip)
+
+
+def _frozen_rows(model, n_base: int, n_ext: int) -> RowFreeze:
+    """The sha256 of every row outside ``[n_base, n_ext)`` of the embedding matrices, taken now.
+
+    Nothing but :meth:`NewRows.remove` writes into the matrices, and only those rows; the check is the
+    same one pretrain's row freeze makes (``frozen_rows_unchanged`` in stage.json)."""
+    freeze = RowFreeze(n_base, n_ext)
+    freeze.params = embedding_matrices(model)
+    freeze.attached_fingerprint = freeze.fingerprint()
+    return freeze
+
+
+class NewRows(torch.nn.Module):
+    """float32 master copies of the new tokens' rows, the only parameters that train.
+
+    Registered as a submodule of the model (so accelerate prepares, wraps and checkpoints them with it),
+    with forward hooks on the model's input embedding (the output at new-token ids is replaced by these
+    rows, scaled as the module scales its own: Gemma's ``embed_scale``) and on its head (the new tokens'
+    logits are computed from these rows; a tied head reads the input rows). In the forward pass they are
+    rounded to the model's dtype, as a bf16 matrix's rows would be; the gradient reaches the float32
+    copies. :meth:`remove` writes them back into the matrices (rounded once) and takes the hooks off.
+    """
+
+    ATTR = "langadapt_new_rows"
+
+    def __init__(self, model: torch.nn.Module, n_base: int, n_ext: int) -> None:
+        super().__init__()
+        self.n_base, self.n_ext = n_base, n_ext
+        embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+        self.input = torch.nn.Parameter(embed.weight[n_base:n_ext].detach().float().clone())
+        if is_tied(model):
+            self.register_parameter("output", None)
+        else:
+            self.output = torch.nn.Parameter(head.weight[n_base:n_ext].detach().float().clone())
+        self._handles = [embed.register_forward_hook(self._embed, with_kwargs=True),
+                         head.register_forward_hook(self._head, with_kwargs=True)]  # fmt: skip
+        model.add_module(self.ATTR, self)
+
+    def _embed(self, module, args, kwargs, output: torch.Tensor) -> torch.Tensor:
+        ids = args[0] if args else next(iter(kwargs.values()))
+        new = (ids >= self.n_base) & (ids < self.n_ext)
+        # every position looks a row up (clamped), so the rows take part in every step's graph: DDP wants
+        # each trainable parameter used in each forward, whether or not the batch has new tokens
+        local = (ids - self.n_base).clamp(0, self.n_ext - self.n_base - 1)
+        rows = torch.nn.functional.embedding(local, self.input).to(output.dtype)
+        scale = getattr(module, "embed_scale", None)
+        if isinstance(scale, torch.Tensor):
+            rows = rows * scale.to(output.dtype)
+        return torch.where(new[..., None], rows, output)
+
+    def _head(self, module, args, kwargs, output: torch.Tensor) -> torch.Tensor:
+        hidden = args[0] if args else next(iter(kwargs.values()))
+        weight = self.input if self.output is None else self.output
+        logits = torch.nn.functional.linear(hidden, weight.to(hidden.dtype))
+        # in place: the head's backward needs its input and weight, not its output
+        output[..., self.n_base : self.n_ext] = logits.to(output.dtype)
+        return output
+
+    @torch.no_grad()
+    def remove(self, model: torch.nn.Module) -> None:
+        """Write the rows into the model's matrices (in their dtype) and detach from the model."""
+        for handle in self._handles:
+            handle.remove()
+        embed = model.get_input_embeddings().weight
+        embed[self.n_base : self.n_ext] = self.input.to(embed.dtype)
+        if self.output is not None:
+            head = model.get_output_embeddings().weight
+            head[self.n_base : self.n_ext] = self.output.to(head.dtype)
+        del model._modules[self.ATTR]
 
 
 def _run_stage(core: TrainCore, stage: str, steps: int, spans: list[Span], cfg: DistillConfig,

@@ -28,16 +28,27 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 CHUNK = 1024
+LOGITS_PER_CHUNK = 1 << 22
+"""Positions x vocabulary scored at a time (16 MB of float32 per tensor; the KL holds about eight): a 128k
+vocabulary at 1024 positions would be 0.5 GB per logits tensor, 4 GB in all."""
 
 
 @dataclass
 class Probe:
     hidden: torch.Tensor
-    """Final (post-norm) hidden states at every position of the probe text, (positions, dim)."""
+    """Final (post-norm) hidden states at every position of the probe text, (positions, dim), in the
+    model's dtype (a bf16 model's in float32 would be a copy twice the size with nothing more in it)."""
     cap: float | None = None
     """The model's final-logit softcapping (``runtime.logit_softcap``), None when it has none."""
 
     def logits(self, h: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """float32 logits. A bf16 / fp16 head multiplies in its own dtype, as the model itself does (float32
+        accumulation, logits rounded to the head's dtype): converting it to float32 would copy the whole
+        matrix (2 GB for 128k x 4096) for every chunk of positions, and took 2 minutes on a 33k vocabulary."""
+        import torch
+
+        if head.dtype in (torch.bfloat16, torch.float16):
+            return softcap((h.to(head.dtype) @ head.T).float(), self.cap)
         return softcap(h.float() @ head.float().T, self.cap)
 
     def shifts(self, rows: torch.Tensor, low: torch.Tensor, nats: float, max_positions: int = 1024,
@@ -75,12 +86,15 @@ class Probe:
         """d with mean(h · d) = 1 over the probe positions: subtracting D·d from an output row lowers its
         logit by D nats on average. Final hidden states share a large mean component (SmolLM2: h·d is
         0.26–1.5, mean 1), so the shift is nearly uniform across positions."""
-        m = self.hidden.float().mean(0)
+        import torch
+
+        m = self.hidden.mean(0, dtype=torch.float32)
         return m / (m @ m)
 
     def lowest_projection(self) -> float:
         """min over positions of h · low_direction(); > 0 means shifting along it lowers every logit."""
-        return (self.hidden.float() @ self.low_direction()).min().item()
+        low = self.low_direction()
+        return min((h.float() @ low).min().item() for h in self.hidden.split(CHUNK))
 
     def measure(self, base_head: torch.Tensor, ext_head: torch.Tensor, n_base: int,
                 n_ext: int) -> dict[str, float]:  # fmt: skip
@@ -89,9 +103,10 @@ class Probe:
 
         rows_base = base_head.shape[0]
         kl = new_mass = pad_mass = 0.0
+        step = max(1, min(CHUNK, LOGITS_PER_CHUNK // ext_head.shape[0]))
         with torch.inference_mode():
-            for c in range(0, len(self.hidden), CHUNK):
-                h = self.hidden[c : c + CHUNK].float()
+            for c in range(0, len(self.hidden), step):
+                h = self.hidden[c : c + step].float()
                 lp_b = torch.log_softmax(self.logits(h, base_head), -1)
                 lp_e = torch.log_softmax(self.logits(h, ext_head), -1)
                 kl += (lp_b.exp() * (lp_b - lp_e[:, :rows_base])).sum().item()
@@ -118,5 +133,5 @@ def probe_hidden(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
         for ids in encode_documents(tokenizer, texts, start):
             x = torch.tensor([ids[:max_len]], device=device)
             # position 0 is the start token; its prediction is of the first token, so keep it
-            states.append(model.base_model(input_ids=x).last_hidden_state[0].float())
+            states.append(model.base_model(input_ids=x).last_hidden_state[0].to(model.dtype))
     return Probe(torch.cat(states), cap=logit_softcap(model))

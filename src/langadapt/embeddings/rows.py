@@ -83,33 +83,66 @@ def subword_ids(base_fast, token: str) -> list[int]:
     return [t.id for t in base_fast.model.tokenize(token)]
 
 
-def mean_subword_rows(weight: torch.Tensor, base_fast, tokens: list[str], n_base: int) -> torch.Tensor:
-    """Row of each new token = mean of the base rows of its base-tokenizer pieces (SambaLingo)."""
+CHUNK_ROWS = 8192
+"""Rows converted to float32 at a time when a statistic of the whole base matrix is taken (a 128k x 4096
+bf16 matrix would otherwise be copied whole: 2 GB)."""
+
+
+def base_row_mean(weight: torch.Tensor, n_base: int) -> torch.Tensor:
+    """Mean of the base rows, in float32, a chunk of rows at a time."""
     import torch
 
-    fallback = weight[:n_base].mean(0)
-    out = torch.empty((len(tokens), weight.shape[1]), dtype=weight.dtype)
+    total = torch.zeros(weight.shape[1], dtype=torch.float64)
+    for chunk in weight[:n_base].split(CHUNK_ROWS):
+        total += chunk.double().sum(0)
+    return (total / n_base).float()
+
+
+def base_row_std(weight: torch.Tensor, n_base: int) -> float:
+    """Standard deviation of the base rows' entries (unbiased, as torch.std), a chunk of rows at a time."""
+    total = square = 0.0
+    for chunk in weight[:n_base].split(CHUNK_ROWS):
+        chunk = chunk.double()
+        total += chunk.sum().item()
+        square += (chunk * chunk).sum().item()
+    count = n_base * weight.shape[1]
+    return ((square - total * total / count) / (count - 1)) ** 0.5
+
+
+def mean_subword_rows(weight: torch.Tensor, base_fast, tokens: list[str], n_base: int) -> torch.Tensor:
+    """Row of each new token = mean of the base rows of its base-tokenizer pieces (SambaLingo), in float32.
+
+    Only the pieces' rows are converted: the matrix stays in its dtype, and the caller rounds each new
+    row once, when it writes it into the (bf16) matrix."""
+    import torch
+
+    fallback = None
+    out = torch.empty((len(tokens), weight.shape[1]), dtype=torch.float32)
     for i, token in enumerate(tokens):
         ids = [j for j in subword_ids(base_fast, token) if j < n_base]
-        out[i] = weight[ids].mean(0) if ids else fallback
+        if ids:
+            out[i] = weight[ids].float().mean(0)
+        else:  # rare (a token of unknown pieces): the mean of all base rows, computed once
+            fallback = base_row_mean(weight, n_base) if fallback is None else fallback
+            out[i] = fallback
     return out
 
 
 def mean_rows(weight: torch.Tensor, n_base: int, count: int) -> torch.Tensor:
-    return weight[:n_base].mean(0, keepdim=True).expand(count, -1).clone()
+    return base_row_mean(weight, n_base)[None].expand(count, -1).clone()
 
 
 def random_rows(weight: torch.Tensor, n_base: int, count: int, seed: int) -> torch.Tensor:
-    """Normal(0, std of the base rows' entries), from a seeded generator."""
+    """Normal(0, std of the base rows' entries), from a seeded generator, in float32."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    std = weight[:n_base].float().std().item()
-    return (torch.randn((count, weight.shape[1]), generator=gen) * std).to(weight.dtype)
+    return torch.randn((count, weight.shape[1]), generator=gen) * base_row_std(weight, n_base)
 
 
 def initial_rows(method: str, weight: torch.Tensor, base_fast, tokens: list[str], n_base: int,
                  seed: int) -> torch.Tensor:  # fmt: skip
+    """The new tokens' rows (float32) from the base rows of ``weight`` (any dtype, left as it is)."""
     if method == "mean-subword":
         return mean_subword_rows(weight, base_fast, tokens, n_base)
     if method == "mean":

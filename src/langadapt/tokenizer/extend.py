@@ -17,6 +17,11 @@ that would change English tokenization.
 With an English corpus, every merge whose pair occurs in the base tokenization of that corpus is
 skipped, so the corpus tokenizes exactly as before (new merges rank last, so they only act where the
 base tokenization leaves such a pair). Unseen English may still change: ``english_heldout`` counts it.
+
+Counting the corpora's units, most of the time on a large corpus, runs in ``workers`` processes
+(:func:`langadapt.tokenizer.base.count_units`); the extension is byte-identical for any number. The rest is
+serial: tokenizing each distinct unit, the merge loop (both grow with distinct units, not with the text),
+and the before/after report and verification on fixed samples.
 """
 
 from __future__ import annotations
@@ -133,10 +138,12 @@ def plan_extension(
     num_new_tokens: int,
     min_frequency: int = 2,
     english_texts: Iterable[str] | None = None,
+    workers: int = 1,
 ) -> Extension:
-    """Learn up to ``num_new_tokens`` new tokens for ``base`` from ``texts`` (continued BPE)."""
-    target = count_units(base, texts)
-    english = count_units(base, english_texts) if english_texts is not None else Counter()
+    """Learn up to ``num_new_tokens`` new tokens for ``base`` from ``texts`` (continued BPE), counting the
+    units of the corpora in ``workers`` processes (the result does not depend on it)."""
+    target = count_units(base, texts, workers)
+    english = count_units(base, english_texts, workers) if english_texts is not None else Counter()
     chars = _missing_chars(base, target, english, min_frequency)[:num_new_tokens]
     model = _with_chars(base, chars).model
     strings = {**base.strings, **{base.first_new_id + i: c for i, c in enumerate(chars)}}
@@ -197,7 +204,7 @@ def extend(cfg: ExtendConfig, out: Path) -> dict[str, Any]:
     english = iter_documents(paths["english"], cfg.text_field) if paths["english"] else None
     ext = plan_extension(base, iter_documents(paths["target"], cfg.text_field, cfg.max_docs),
                          num_new_tokens=cfg.num_new_tokens, min_frequency=cfg.min_frequency,
-                         english_texts=english)  # fmt: skip
+                         english_texts=english, workers=cfg.workers)  # fmt: skip
     if ext.added < cfg.num_new_tokens:
         log.warning("only %d of %d new tokens occur at least %d times in the corpus", ext.added,
                     cfg.num_new_tokens, cfg.min_frequency)  # fmt: skip

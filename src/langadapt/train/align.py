@@ -56,6 +56,8 @@ FINAL = "final"
 """The HF folder a stage leaves: model, tokenizer with its chat template, extension.json."""
 BEFORE_JSON = "before.json"
 """In the work folder: the figures measured before training (kept for a resumed run)."""
+DATA = "data"
+"""In the work folder under several processes: the mixed data as Arrow files, shared by the ranks."""
 
 
 @dataclass
@@ -298,6 +300,7 @@ def train(trainer: Any, work: Path) -> dict[str, Any]:
         "train_loss_mean": result.training_loss, "train_seconds": runtime, "tokens": tokens,
         "tokens_per_s": tokens / runtime if tokens and runtime else None,
         "resumed_from": Path(last).name if last else None,
+        "processes": trainer.accelerator.num_processes, "distributed": trainer.accelerator.distributed_type.value,
     }  # fmt: skip
 
 
@@ -318,6 +321,10 @@ def save_final(trainer: Any, s: Setup, work: Path) -> Path:
         if ext.exists():
             (final / EXTENSION_JSON).write_bytes(ext.read_bytes())
     trainer.accelerator.wait_for_everyone()
+    if is_main_process():  # the ranks' shared copy of the data (shared_on_disk) is not part of the output
+        import shutil
+
+        shutil.rmtree(work / DATA, ignore_errors=True)
     return final
 
 
@@ -375,3 +382,27 @@ def prepare(cfg: AlignConfig, kind: str) -> tuple[Any, dict[str, Any], Setup]:
     reset_accelerate()
     return dataset, mix, setup(cfg, model_dir)
 
+
+def shared_on_disk(dataset: Any, folder: Path, args: Any) -> Any:
+    """Under several processes, the mixed data saved to ``folder`` by the main process and read back
+    memory-mapped by every rank; one process keeps it in memory. ``args``: the trainer's arguments, whose
+    process state (set up as the Trainer will use it) says how many processes there are.
+
+    trl's DPO precomputes the reference log-probs on every rank, has rank 0 write them to a cache file
+    and every rank read that file back. The file's folder and name come from the dataset's own cache
+    files; a dataset built in memory (ours, mixed from JSONL) has none, so each rank draws a random name
+    in its own temporary folder and the others fail to find rank 0's (FileNotFoundError, trl 1.16). Saved
+    under the work folder (storage every node sees, like the output), the dataset gives every rank the
+    same cache path, and trl's tokenized copies are cached beside it.
+    """
+    import shutil
+
+    from datasets import load_from_disk
+
+    if args.world_size == 1:
+        return dataset
+    with args.main_process_first(local=False, desc="the mixed data on disk"):
+        if args.process_index == 0:
+            shutil.rmtree(folder, ignore_errors=True)  # a resumed run mixes again (same seed: same data)
+            dataset.save_to_disk(str(folder))
+    return load_from_disk(str(folder))

@@ -25,9 +25,10 @@ def build_trainer(cfg: DpoConfig, work: Path) -> tuple[Any, align.Setup, dict[st
     from trl import DPOConfig, DPOTrainer
 
     dataset, mix, s = align.prepare(cfg, "preference")
-    pairs = dataset.select(range(min(cfg.eval_pairs, len(dataset))))
     args = align.trainer_args(DPOConfig, cfg, work, s, beta=cfg.beta, eval_strategy="no",
                               precompute_ref_log_probs=cfg.precompute_ref_log_probs)  # fmt: skip
+    dataset = align.shared_on_disk(dataset, work / align.DATA, args)  # trl's reference cache, under DDP
+    pairs = dataset.select(range(min(cfg.eval_pairs, len(dataset))))
     trainer = DPOTrainer(model=s.model, args=args, train_dataset=dataset, eval_dataset=pairs,
                          processing_class=s.tokenizer, peft_config=s.peft_config)  # fmt: skip
     align.attach_row_freeze(trainer, s)

@@ -31,7 +31,7 @@ freezer is attached to the model *after* ``accelerator.prepare`` (:meth:`RowFree
 Every path ends with :meth:`RowFreeze.unchanged`, the frozen rows' sha256 compared with that at attach (stage.json's
 ``frozen_rows_unchanged``). Tested on CPU through the CLI under ``accelerate launch`` (gloo): one
 process, DDP, DeepSpeed ZeRO-2/3 and FSDP2 (tests/test_pretrain_dist.py; FSDP2 needs a test-only shim
-because accelerate offers FSDP only on GPUs).
+because accelerate offers FSDP only on GPUs); train sft and train dpo under DDP (tests/test_align_dist.py).
 """
 
 from __future__ import annotations
@@ -278,8 +278,9 @@ def _make_callback_class() -> type:
 
         It binds to the model the Trainer trains at ``on_train_begin`` (after the Trainer's own
         ``accelerator.prepare``), zeroes the frozen rows' gradients at ``on_pre_optimizer_step`` and records
-        :meth:`RowFreeze.unchanged` at ``on_train_end`` (``self.unchanged``). Give the embedding matrices
-        weight decay 0 (:func:`langadapt.train.optim.param_groups`), or decay moves the frozen rows. The
+        :meth:`RowFreeze.unchanged` at ``on_train_end``, over every process (``self.unchanged``). Give the
+        embedding matrices weight decay 0 (:func:`langadapt.train.optim.param_groups`), or decay moves the
+        frozen rows. The
         Trainer clips before this event, so its gradient norm counts the frozen rows too (their update
         stays exactly zero; only the new rows' clipping scale differs from :class:`TrainCore`'s).
         """
@@ -300,7 +301,11 @@ def _make_callback_class() -> type:
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self.attached:
-                self.unchanged = self.row_freeze.unchanged()
+                from accelerate.utils import gather_object
+
+                # every rank's own copy: under DDP each process holds and steps a full replica, and the
+                # record (written by rank 0) must not speak for a rank whose rows moved
+                self.unchanged = all(gather_object([self.row_freeze.unchanged()]))
 
     RowFreezeCallback.__module__ = __name__
     return RowFreezeCallback
