@@ -17,14 +17,15 @@ KEYS_BEFORE = {
     "prepare": "input lang text_field executor workers tasks normalize url_placeholder email_placeholder "
     "min_script_ratio language_id min_language_score quality_filter min_words boilerplate_filter "
     "boilerplate_min_doc_share boilerplate_min_docs exact_dedup minhash_dedup minhash_threshold minhash_ngrams "
-    "minhash_buckets minhash_rows slurm_partition slurm_time cpus_per_task mem_per_cpu_gb output_format licenses",
+    "minhash_buckets minhash_rows slurm_partition slurm_time cpus_per_task mem_per_cpu_gb output_format licenses "
+    "ray_address",  # ray_address (issue 19) is runtime_only: a folder made without it is still skipped
     "sweep": "base corpus english_corpus sizes min_frequency threshold text_field",
     "extend": "base corpus english_corpus english_heldout target_heldout num_new_tokens min_frequency text_field "
-    "max_docs",
+    "max_docs workers",  # workers (issue 19) is runtime_only: a folder made without it is still skipped
     "init": "model tokenizer method output_remedy output_shift pad_to_multiple_of seed kl_corpus kl_max_docs "
-    "text_field bf16 device",
+    "text_field bf16 device dtype",  # dtype (issue 19): the output keeps the model's dtype (was always fp32)
     "distill": "model teacher corpus steps calibrate_steps lr calibrate_lr batch_size seq_len seed warmup "
-    "min_lr_ratio grad_clip bf16 checkpoint_every report_to text_field device",
+    "min_lr_ratio grad_clip bf16 checkpoint_every report_to text_field device dtype",  # dtype: issue 19
     "pack": "tokenizer target english ratio seq_len tokens max_epochs seed workers shuffle_buffer text_field",
     "data_translate": "input kind translator translator_kind back_translator backend src tgt pairs prompt shots "
     "chat_instruction src_tag tgt_tag batch_size max_new_tokens_factor max_new_tokens_extra min_script_ratio "
@@ -54,6 +55,10 @@ KEYS_BEFORE = {
     "max_new_tokens_factor max_new_tokens_extra max_docs max_doc_chars samples batch_size seed bf16 text_field "
     "device",
     "report": "run_dir translation_samples max_sample_chars significance",
+    "export": "model outtype llama_cpp llama_lib verify verify_target verify_english tokenize_docs bpb_docs "
+    "max_doc_chars bpb_tolerance prompts max_new_tokens threads text_field",  # issue 18: a new stage
+    "speed": "models target english tgt per_language prompt_words words max_tokens_per_word repeats clock runtimes gguf "
+    "llama_cpp llama_lib threads heldout_docs bf16 text_field device",  # issue 18: a new stage
 }
 
 

@@ -4,6 +4,7 @@ valid PNG plots, partial runs, markdown-safe samples, rebuilt on rerun, one-line
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -128,7 +129,45 @@ def make_run(root: Path, skip: tuple[str, ...] = ()) -> Path:
                         "samples": [{**p, "output": HOSTILE if label == "pretrain" else "plain", "truncated": False,
                                      "output_lang": p["lang"]} for p in prompts]}
                        for label in ("base", "pretrain")]})  # fmt: skip
+    if "speed" not in skip:
+        _write(_stage(run, "speed", 40.0) / "results.json", speed_results())
+    if "export" not in skip:
+        ex = _stage(run, "export", 30.0, gguf="model-f16.gguf", outtype="f16", size_bytes=3 * 2**20,
+                    export_seconds=12.5, pre_tokenizer="smollm", verified=True, verification={"status": "verified"})
+        _write(ex / "verify.json", {
+            "outtype": "f16", "ok": True, "failures": [],
+            "tokenization": {"documents": 26, "tokens": 5000, "mismatches": 0, "target": {"documents": 12}},
+            "bpb": {"target": {"llama_cpp": 2.23301, "transformers": 2.2328803952, "relative_diff": 0.0000581},
+                    "english": {"llama_cpp": 0.9065, "transformers": 0.9064, "relative_diff": 0.00011},
+                    "max_relative_diff": 0.00011, "tolerance": 0.005, "within_tolerance": True, "required": True},
+            "greedy": {"prompts": 4, "agree": 3, "max_new_tokens": 32, "required": False}})  # fmt: skip
     return run
+
+
+def _speed(words_per_s: float, steps: float) -> dict:
+    return {"prompts": 2, "words": 96, "tokens": int(96 * steps), "seconds": 96 / words_per_s,
+            "words_per_s": words_per_s, "tokens_per_s": words_per_s * steps, "steps_per_word": steps,
+            "generated_tokens_per_word": steps - 0.1, "capped": 0}  # fmt: skip
+
+
+def speed_results() -> dict:
+    """eval speed's results.json: base and pretrain in transformers and llama.cpp, target and English."""
+    models = [{"label": "base", "model": "/m/base", "heldout": {"target": {"tokens_per_word": 4.24},
+                                                             "english": {"tokens_per_word": 1.5}},
+               "runtimes": {"transformers": {"target": _speed(8.125, 4.3), "english": _speed(20.0, 1.5)},
+                            "llamacpp": {"target": _speed(20.0, 4.3), "english": _speed(50.0, 1.5)}}},
+              {"label": "pretrain", "model": "/m/pretrain", "heldout": {"target": {"tokens_per_word": 1.87},
+                                                                       "english": {"tokens_per_word": 1.5}},
+               "runtimes": {"transformers": {"target": _speed(16.25, 1.9), "english": _speed(19.0, 1.5)},
+                            "llamacpp": {"target": _speed(40.0, 1.9), "english": _speed(47.5, 1.5)}}}]  # fmt: skip
+    from langadapt.eval.speed import comparisons
+
+    return {"settings": {"words": 48, "prompt_words": 12, "per_language": 2, "threads": 4, "device": "cpu",
+                         "repeats": 3},
+            "prompts": [{"corpus": "target", "lang": "hu", "prompt": "A LibreOffice | Calc"}],
+            "runtimes": {"transformers": {"status": "measured", "reason": None},
+                         "llamacpp": {"status": "measured", "reason": None}},
+            "models": models, "comparisons": comparisons(models)}  # fmt: skip
 
 
 def report_of(run: Path) -> str:
@@ -150,7 +189,8 @@ def table_rows(text: str) -> list[list[str]]:
 
 
 TITLES = ("Headline", "Tokenizer: fertility", "Tokenizer: sweep", "Bits per byte", "Training", "Translation",
-          "Multiple choice", "Translation samples", "Samples", "Stage timings", "Recipe")  # fmt: skip
+          "Multiple choice", "Translation samples", "Samples", "Generation speed", "GGUF export", "Stage timings",
+          "Recipe")  # fmt: skip
 
 
 def test_every_table_and_valid_pngs(tmp_path, capsys):
@@ -162,7 +202,7 @@ def test_every_table_and_valid_pngs(tmp_path, capsys):
     plots = sorted((run / "report" / "plots").glob("*.png"))
     names = {p.name for p in plots}
     assert names == {"fertility.png", "sweep.png", "bpb.png", "pretrain_loss.png", "pretrain_eval_bpb.png",
-                     "distill_loss.png", "translation.png", "choice.png"}  # fmt: skip
+                     "distill_loss.png", "translation.png", "choice.png", "speed.png"}  # fmt: skip
     assert set(re.findall(r'<img src="plots/([^"]+)"', report)) == names
     for png in plots:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -197,7 +237,7 @@ def test_numbers_are_the_results_files(tmp_path):
     fert = {r[0]: r for r in table_rows(section(report, "Tokenizer: fertility"))[1:]}
     assert fert["target, training"][3:5] == ["4.250", "1.808"]  # 1.8085 in the file
     timings = {r[0]: r for r in table_rows(section(report, "Stage timings"))[1:]}
-    assert timings["pretrain"][2] == "61.2" and timings["**total**"][2] == "**145.2**"  # 61.25, 145.25
+    assert timings["pretrain"][2] == "61.2" and timings["**total**"][2] == "**215.2**"  # 61.25, 215.25
     evals = table_rows(section(report, "Training").split("Evaluations during training", 1)[1].split("###")[0])
     assert evals[1:] == [["3", "384", "2.500", "1.100"], ["6", "768", "2.100", "1.050"]]
 
@@ -218,13 +258,14 @@ def test_samples_are_escaped_markdown(tmp_path):
 
 
 def test_a_run_missing_stages_reports_what_it_has(tmp_path):
-    run = make_run(tmp_path, skip=("sweep", "pretrain", "distill", "translate", "choice", "samples", "recipe"))
+    run = make_run(tmp_path, skip=("sweep", "pretrain", "distill", "translate", "choice", "samples", "recipe",
+                                   "speed", "export"))  # fmt: skip
     report = report_of(run)
     present = [t for t in TITLES if f"\n## {t}\n" in report]
     assert present == ["Headline", "Tokenizer: fertility", "Bits per byte", "Stage timings"]
     assert {p.name for p in (run / "report" / "plots").glob("*.png")} == {"fertility.png", "bpb.png"}
     run2 = make_run(tmp_path / "only-tok", skip=("sweep", "eval", "pretrain", "distill", "translate", "choice",
-                                                 "samples"))  # fmt: skip
+                                                 "samples", "speed", "export"))  # fmt: skip
     head = table_rows(section(report_of(run2), "Headline"))  # tokens/word from the tokenizer alone
     assert head[1][:3] == ["target tokens/word", "4.146", "1.763"]
 
@@ -275,6 +316,137 @@ def test_a_recipe_with_an_eval_section_ends_with_the_report(tmp_path):
     assert [s.name for s in plan(C.Recipe(name="y", extend=C.ExtendConfig()))] == ["extend"]
     report = C.ReportConfig(translation_samples=1)
     assert plan(C.Recipe(name="z", report=report))[-1].config is report  # a report: section alone
+
+
+def test_a_recipe_with_a_speed_section_compares_base_and_final_and_ends_with_the_report(tmp_path):
+    from langadapt.pipeline import plan
+
+    recipe = C.Recipe(name="s", runs_dir=str(tmp_path), init=C.InitConfig(), pretrain=C.PretrainConfig(),
+                      speed=C.SpeedConfig(), data=C.DataConfig(target_valid=["hu.jsonl"]))  # fmt: skip
+    stages = {s.name: s for s in plan(recipe)}
+    assert list(stages)[-2:] == ["speed", "report"] and stages["speed"].out == tmp_path / "s" / "eval-speed"
+    assert stages["speed"].config.models == [recipe.base_model, str(tmp_path / "s" / "pretrain" / "final")]
+    assert stages["speed"].config.target == ["hu.jsonl"] and stages["speed"].config.tgt == "hu"
+
+
+# ---------------------------------------------------------------------------------- generation speed
+
+
+def test_speed_section_and_headline_are_the_results_file(tmp_path):
+    run = make_run(tmp_path)
+    report = report_of(run)
+    results = json.loads((run / "eval-speed" / "results.json").read_text())
+    rows = {(r[0], r[1], r[2]): r for r in table_rows(section(report, "Generation speed"))[1:]}
+    assert len(rows) == 8  # 2 runtimes x 2 languages x 2 models
+    by_label = {m["label"]: m for m in results["models"]}
+    compared = {(c["runtime"], c["corpus"]): c for c in results["comparisons"]}
+    names = {"transformers": "transformers", "llamacpp": "llama.cpp"}
+    texts = {"target": "target", "english": "English"}
+    for (runtime, corpus), c in compared.items():
+        row = rows[(names[runtime], texts[corpus], "pretrain")]
+        got = by_label["pretrain"]["runtimes"][runtime][corpus]
+        assert row[3:7] == [f"{got['words_per_s']:.1f}", f"{by_label['pretrain']['heldout'][corpus]['tokens_per_word']:.3f}",
+                            f"{got['generated_tokens_per_word']:.3f}", f"{got['steps_per_word']:.3f}"]  # fmt: skip
+        assert row[7:10] == [f"{c['ratio']:.2f}", f"{c['limit']:.2f}", f"{c['closeness']:.2f}"]
+        assert rows[(names[runtime], texts[corpus], "base")][7:10] == ["—", "—", "—"]  # the reference
+    target = compared[("transformers", "target")]
+    assert (target["ratio"], round(target["limit"], 2), round(target["closeness"], 2)) == (2.0, 2.27, 0.88)
+    head = {r[0]: r for r in table_rows(section(report, "Headline"))[1:]}
+    assert head["target words/s, transformers"][1:4] == ["8.1", "16.2", "+8.1 (+100.0%)"]
+    assert head["English words/s, llama.cpp"][1:4] == ["50.0", "47.5", "-2.5 (-5.0%)"]
+    assert '<img src="plots/speed.png"' in section(report, "Generation speed")
+
+
+def test_speed_section_says_why_a_runtime_was_not_measured(tmp_path):
+    run = make_run(tmp_path, skip=("speed",))
+    results = speed_results()
+    for m in results["models"]:
+        del m["runtimes"]["llamacpp"]
+    results["runtimes"]["llamacpp"] = {"status": "skipped", "reason": "no llama.cpp runtime library found"}
+    results["comparisons"] = [c for c in results["comparisons"] if c["runtime"] == "transformers"]
+    _write(_stage(run, "speed", 1.0) / "results.json", results)
+    text = section(report_of(run), "Generation speed")
+    assert "- llama.cpp not measured: no llama.cpp runtime library found." in text
+    assert {r[0] for r in table_rows(text)[1:]} == {"transformers"}
+
+
+# ---------------------------------------------------------------------------------------- GGUF export
+
+
+def test_export_section_lists_the_llama_cpp_checks(tmp_path):
+    run = make_run(tmp_path)
+    text = section(report_of(run), "GGUF export")
+    assert "`model-f16.gguf`, f16, 3.0 MiB" in text and "**verified**" in text
+    rows = {r[0]: r for r in table_rows(text)[1:]}
+    assert rows["tokenization, id for id"][1:] == ["0 of 26 texts differ (5,000 tokens)", "none differ", "pass"]
+    assert rows["bits per byte, target"][1:] == ["llama.cpp 2.233, transformers 2.233 (0.006% apart)",
+                                                 "within 0.50%", "pass"]  # fmt: skip
+    assert rows["greedy continuations (32 tokens)"][1:] == ["3 of 4 prompts agree", "reported (required of f32)",
+                                                            "reported"]  # fmt: skip
+    assert "`export/stage.json`, `export/verify.json`" in text
+
+
+def test_export_section_reads_verify_json_defensively(tmp_path):
+    run = make_run(tmp_path)
+    _write(run / "export" / "verify.json", {"tokenization": {"mismatches": "?", "documents": None},
+                                            "bpb": {"target": {"relative_diff": "x"}, "tolerance": None},
+                                            "greedy": [1, 2], "failures": ["tokenization differs on 2 of 9 texts"]})  # fmt: skip
+    text = section(report_of(run), "GGUF export")
+    rows = {r[0]: r for r in table_rows(text)[1:]}
+    assert rows["tokenization, id for id"][3] == "—" and rows["bits per byte, target"][3] == "—"
+    assert "greedy continuations" not in text and "- failed: tokenization differs on 2 of 9 texts" in text
+    (run / "export" / "verify.json").unlink()  # exported without a runtime: no checks, said so
+    text = section(report_of(run), "GGUF export")
+    assert "No verify.json" in text and not table_rows(text)
+
+
+# ------------------------------------------------------------------------------------ training plot
+
+
+def test_smoothing_is_a_bias_corrected_causal_ema():
+    from langadapt.eval.report_plots import smooth, smoothing_span
+
+    assert smooth([5.0, 5.0, 5.0, 5.0], 4) == pytest.approx([5.0] * 4)  # no pull toward 0 at the start
+    assert smooth([1.0, 3.0], 3) == pytest.approx([1.0, (0.25 + 1.5) / 0.75])  # b = 0.5
+    assert smooth([4.0, 2.0, 7.0], 1) == [4.0, 2.0, 7.0]
+    values = [5.3, 5.9, 4.8, 5.1, 4.7, 4.9, 4.4]
+    changed = smooth([*values[:4], 99.0, *values[5:]], 3)
+    assert changed[:4] == smooth(values, 3)[:4]  # causal: a later spike does not move earlier points
+    noisy = smooth(values, 3)
+    assert max(noisy) - min(noisy) < max(values) - min(values)  # smoother than the data
+    got = smooth([1.0, float("nan"), 3.0], 3)
+    assert math.isnan(got[1]) and got[2] == pytest.approx(smooth([1.0, 3.0], 3)[1])  # a diverged step skipped
+    assert (smoothing_span(3), smoothing_span(6), smoothing_span(30), smoothing_span(1000)) == (1, 2, 8, 250)
+
+
+def test_training_plot_draws_smoothed_loss_and_eval_points(tmp_path, monkeypatch):
+    from langadapt.eval import report_plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or path)
+    xs, losses = [128 * i for i in range(1, 13)], [6.0, 5.1, 5.8, 4.9, 5.5, 4.6, 5.2, 4.4, 5.0, 4.3, 4.8, 4.1]
+    plots.training_loss(xs, losses, {"target": ([0, 768, 1536], [2.5, 2.2, 2.0])}, tmp_path / "x.png")
+    lines = {line.get_label(): line for ax in figures[0].axes for line in ax.get_lines()}
+    assert list(lines["training loss, per step"].get_ydata()) == losses
+    assert lines["training loss, per step"].get_alpha() < 0.5  # the raw points are faint
+    smoothed = lines[f"smoothed (EMA over ~{plots.smoothing_span(12)} steps)"]
+    assert list(smoothed.get_ydata()) == pytest.approx(plots.smooth(losses, plots.smoothing_span(12)))
+    evals = lines["target bits/byte (held-out)"]
+    assert [list(p) for p in evals.get_xydata()] == [[0, 2.5], [768, 2.2], [1536, 2.0]]
+    assert evals.axes is not smoothed.axes and evals.axes.get_ylabel() == "held-out bits per byte"  # own axis
+
+
+def test_the_report_loss_plot_gets_the_eval_records(tmp_path, monkeypatch):
+    from langadapt.eval import report_plots as plots
+
+    calls = []
+    real = plots.training_loss
+    monkeypatch.setattr(plots, "training_loss", lambda *a, **k: calls.append(a) or real(*a, **k))
+    report = report_of(make_run(tmp_path))
+    xs, losses, evals = calls[0][:3]
+    assert xs == [128 * i for i in range(1, 7)] and losses == [6 - 0.5 * i for i in range(1, 7)]
+    assert evals == {"target": ([384, 768], [2.5, 2.1]), "English": ([384, 768], [1.1, 1.05])}
+    assert "squares: held-out bits per byte where it was measured (right axis)" in section(report, "Training")
 
 
 # ---------------------------------------------------------------------------- the runner's rebuild flag

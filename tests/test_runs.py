@@ -29,3 +29,14 @@ def test_success_renames_and_records(tmp_path):
     assert is_done(out)
     with pytest.raises(UserError, match="already exists"), atomic_output_dir(out):
         pass
+
+
+def test_an_option_added_later_keeps_a_finished_stage_finished():
+    from langadapt.runs import changed_keys
+
+    before = {"model": "m", "lr": 0.1}  # recorded by a langadapt without the dtype option
+    defaults = {"lr": 0.1, "dtype": "auto"}
+    assert changed_keys(before, {"model": "m", "lr": 0.1, "dtype": "auto"}, defaults=defaults) == []
+    assert changed_keys(before, {"model": "m", "lr": 0.1, "dtype": "float32"}, defaults=defaults) == ["dtype"]
+    assert changed_keys(before, {"model": "m", "lr": 0.2, "dtype": "auto"}, defaults=defaults) == ["lr"]
+    assert changed_keys(before, {"model": "m", "lr": 0.1, "dtype": "auto"}) == ["dtype"]  # no defaults known

@@ -85,12 +85,45 @@ def gguf_file(alias: GgufAlias) -> Path:
     return path
 
 
+ALIAS_FORMAT = 2
+"""Version of a materialised alias folder; an older one is rebuilt (2: the pre-tokenizer of the GGUF's
+``tokenizer.ggml.pre`` restored, see :data:`PRE_TOKENIZER_FIXES`)."""
+
+PRE_TOKENIZER_FIXES = {
+    # SmolLM's own tokenizer.json splits digits before the byte-level regex; transformers' GGUF loader
+    # builds GPT-2's pipeline whatever the GGUF's `tokenizer.ggml.pre` says, so whitespace before a digit
+    # (":\n\n5") came out as other tokens than SmolLM2's (and llama.cpp's, which follows the name).
+    "smollm": [{"type": "Digits", "individual_digits": True},
+               {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}],
+}
+"""llama.cpp pre-tokenizer name -> the pre-tokenizer steps of the model's own tokenizer.json."""
+
+
 def _materialise_alias(name: str, alias: GgufAlias) -> Path:
     out = cache_dir() / "models" / name
-    if (out / "config.json").exists() and (out / "tokenizer.json").exists():
+    source = out / "langadapt_source.json"
+    complete = (out / "config.json").exists() and (out / "tokenizer.json").exists() and source.exists()
+    if complete and json.loads(source.read_text()).get("alias_format") == ALIAS_FORMAT:
         return out
     convert_gguf(gguf_file(alias), out, context_length=alias.context_length)
     return out
+
+
+def gguf_pre_tokenizer(gguf: Path) -> str | None:
+    """The GGUF's ``tokenizer.ggml.pre`` (llama.cpp's name of the BPE pre-tokenizer), if it has one."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(str(gguf)).fields.get("tokenizer.ggml.pre")
+    return bytes(field.parts[field.data[0]]).decode() if field is not None else None
+
+
+def _restore_pre_tokenizer(tokenizer_json: Path, pre: str | None) -> None:
+    steps = PRE_TOKENIZER_FIXES.get(pre or "")
+    if steps is None:
+        return
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": steps}
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
 def convert_gguf(gguf: Path, out: Path, *, context_length: int) -> None:
@@ -114,8 +147,10 @@ def convert_gguf(gguf: Path, out: Path, *, context_length: int) -> None:
             model.hf_quantizer = None
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        _restore_pre_tokenizer(tmp / "tokenizer.json", gguf_pre_tokenizer(gguf))
         _strip_quantization_config(tmp / "config.json")
-        write_json_atomic(tmp / "langadapt_source.json", {"gguf": str(gguf), **provenance()})
+        write_json_atomic(tmp / "langadapt_source.json",
+                          {"gguf": str(gguf), "alias_format": ALIAS_FORMAT, **provenance()})  # fmt: skip
 
 
 def _strip_quantization_config(config_json: Path) -> None:
@@ -141,7 +176,59 @@ def load_fast_tokenizer(name_or_path: str | Path):
         return Tokenizer.from_file(str(path))
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+"""What a stage's ``dtype`` option may say: ``auto`` keeps the dtype the model is stored in."""
+
+
+def stored_dtype(name_or_path: str | Path) -> torch.dtype:
+    """The dtype a model folder's weights are stored in: config.json's ``dtype`` (``torch_dtype`` in files
+    written before transformers 5), else the first floating tensor of its safetensors, else float32."""
+    import torch
+
+    path = resolve_model(name_or_path)
+    with reading(path / "config.json", "cannot read model config"):
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    name = config.get("dtype") or config.get("torch_dtype")
+    if name is None:
+        name = _safetensors_float_dtype(path)
+    dtype = getattr(torch, str(name).removeprefix("torch."), None) if name else None
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
+
+
+_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+
+
+def _safetensors_float_dtype(folder: Path) -> str | None:
+    """The dtype of the first floating tensor in the folder's first safetensors header (nothing loaded)."""
+    import struct
+
+    for file in sorted(folder.glob("*.safetensors")):
+        with open(file, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            header = json.loads(fh.read(size))
+        for key, info in header.items():
+            if key != "__metadata__" and info.get("dtype") in _SAFETENSORS_DTYPES:
+                return _SAFETENSORS_DTYPES[info["dtype"]]
+    return None
+
+
+def resolve_dtype(requested: str, name_or_path: str | Path) -> torch.dtype:
+    """A stage's ``dtype`` option as a torch dtype: ``auto`` is the one the model is stored in."""
+    import torch
+
+    if requested == "auto":
+        return stored_dtype(name_or_path)
+    if requested not in DTYPES:
+        raise UserError(f"dtype must be {', '.join(DTYPES[:-1])} or {DTYPES[-1]}, not {requested!r}")
+    return getattr(torch, requested)
+
+
 def load_model(name_or_path: str | Path, dtype: torch.dtype | None = None) -> PreTrainedModel:
+    """A causal LM in ``dtype`` (default float32, what training and evaluation compute in).
+
+    Loaded in the dtype it is stored in, transformers maps the safetensors file and the weights stay in
+    the (copy-on-write, private) mapping until written: no copy, and pages are read as they are used.
+    Any other dtype is a converted copy (float32 from bf16: twice the file's bytes)."""
     import torch
     from transformers import AutoModelForCausalLM
 

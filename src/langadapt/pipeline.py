@@ -19,10 +19,10 @@ from langadapt import config as C
 from langadapt.data.chat_data import FILES
 from langadapt.eval.common import TASK_JSONL
 from langadapt.models import ALIASES
-from langadapt.runs import check_finished, is_done, run_stage, to_jsonable, write_text_atomic
+from langadapt.runs import check_finished, config_defaults, is_done, run_stage, to_jsonable, write_text_atomic
 from langadapt.stages import BY_NAME, STAGES, Stage
 
-EVAL_STAGES = ("eval", "choice", "translate", "samples", "chat")
+EVAL_STAGES = ("eval", "choice", "translate", "samples", "speed", "chat")
 """A recipe with any of these sections gets the report (the ``report`` stage, last) too."""
 
 
@@ -160,7 +160,11 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
         add("translate", models=compared, pairs=d.parallel, tgt=recipe.target_lang)
     if recipe.samples:
         add("samples", models=compared, target=d.target_valid, english=d.english_valid, tgt=recipe.target_lang)
-    _plan_alignment(recipe, add, dirs, models[-1], target_train)
+    if recipe.speed:
+        add("speed", models=compared, target=d.target_valid, english=d.english_valid, tgt=recipe.target_lang)
+    final = _plan_alignment(recipe, add, dirs, models[-1], target_train)
+    if recipe.export:  # what people run in llama.cpp / Ollama: the chat model when the run aligns one
+        add("export", model=final, verify_target=d.target_valid, verify_english=d.english_valid)
     if recipe.report or any(getattr(recipe, name, None) for name in EVAL_STAGES):
         recipe.report = recipe.report or C.ReportConfig()
         add("report", run_dir=str(run_dir))
@@ -168,10 +172,11 @@ def plan(recipe: C.Recipe) -> list[PlannedStage]:
 
 
 def _plan_alignment(recipe: C.Recipe, add: Callable[..., None], dirs: dict[str, Path], adapted: str,
-                    target_train: list[str]) -> None:  # fmt: skip
+                    target_train: list[str]) -> str:  # fmt: skip
     """The chat stages, after the adapted model's evaluation: data make-chat, data translate, train sft,
     train dpo, eval chat. Planned last, they add to a run without changing what its evaluations compare,
-    so a recipe that extends a finished base run (the chat demo) skips that run's stages."""
+    so a recipe that extends a finished base run (the chat demo) skips that run's stages. Returns the model
+    the run ends with: the last aligned one, else ``adapted``."""
     d, chat_data = recipe.data, dirs["make_chat"]
     made = {role: [str(chat_data / name)] if recipe.make_chat else [] for role, name in FILES.items()}
     if recipe.make_chat:
@@ -198,6 +203,7 @@ def _plan_alignment(recipe: C.Recipe, add: Callable[..., None], dirs: dict[str, 
             pairs=(made["heldout_pairs"] or [""])[0], prompts=(made["heldout_prompts"] or [""])[0],
             english=d.english_valid, tgt=recipe.target_lang,
             tgt_name=recipe.make_chat.tgt_name if recipe.make_chat else "")  # fmt: skip
+    return aligned[-1]
 
 
 def run_recipe(recipe: C.Recipe, *, dry_run: bool = False, log: Callable[[str], None] = print) -> Path:
@@ -206,7 +212,8 @@ def run_recipe(recipe: C.Recipe, *, dry_run: bool = False, log: Callable[[str], 
     stages = plan(recipe)
     for stage in stages:  # a finished stage of another config is refused now, before any work
         if stage.skipped:
-            check_finished(stage.name, stage.out, to_jsonable(stage.config), tuple(stage.stage.runtime_only))
+            check_finished(stage.name, stage.out, to_jsonable(stage.config), tuple(stage.stage.runtime_only),
+                           config_defaults(stage.config))  # fmt: skip
     for stage in stages:
         state = "done, skipped" if stage.skipped else ("would run" if dry_run else "running")
         log(f"[{stage.name}] {state} -> {stage.out}")

@@ -156,9 +156,30 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def changed_keys(before: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
-    """Config keys whose values differ (``ignore``: settings that may change without changing results)."""
-    return sorted(k for k in set(before) | set(now) if k not in ignore and before.get(k) != now.get(k))
+def changed_keys(before: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] = (),
+                 defaults: dict[str, Any] | None = None) -> list[str]:  # fmt: skip
+    """Config keys whose values differ (``ignore``: settings that may change without changing results). A
+    key ``before`` lacks (an option added by a later langadapt) whose value now is its default
+    (``defaults``) is no change: a finished stage stays finished across an upgrade that adds options."""
+    defaults = defaults or {}
+
+    def same(k: str) -> bool:
+        if k not in before and k in defaults:
+            return now.get(k) == defaults[k]
+        return before.get(k) == now.get(k)
+
+    return sorted(k for k in set(before) | set(now) if k not in ignore and not same(k))
+
+
+def config_defaults(cfg: Any) -> dict[str, Any]:
+    """A config dataclass's fields that have a default, with it (as stage.json records values)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = to_jsonable(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = to_jsonable(f.default_factory())
+    return out
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -182,12 +203,13 @@ def commit(work: Path, out: Path, record: dict[str, Any]) -> None:
     replace_folder(work, out)  # a rebuilt stage: its finished output is replaced only now
 
 
-def check_finished(name: str, out: Path, config: dict[str, Any], ignore: tuple[str, ...]) -> dict | None:
+def check_finished(name: str, out: Path, config: dict[str, Any], ignore: tuple[str, ...],
+                   defaults: dict[str, Any] | None = None) -> dict | None:  # fmt: skip
     """The record of a finished ``out`` of this config; None when ``out`` does not exist; else UserError."""
     out = Path(out)
     if is_done(out) and (out / STAGE_JSON).exists():
         record = read_json(out / STAGE_JSON)
-        changed = changed_keys(record.get("config", {}), config, ignore)
+        changed = changed_keys(record.get("config", {}), config, ignore, defaults)
         if changed:
             raise UserError(f"holds a finished {record.get('stage', name)} run of another config (changed: "
                             f"{', '.join(changed)}); choose another output folder or remove it", out)  # fmt: skip
@@ -199,11 +221,11 @@ def check_finished(name: str, out: Path, config: dict[str, Any], ignore: tuple[s
 
 
 def prepare_work(name: str, work: Path, config: dict[str, Any], *, resumable: bool,
-                 ignore: tuple[str, ...]) -> bool:  # fmt: skip
+                 ignore: tuple[str, ...], defaults: dict[str, Any] | None = None) -> bool:  # fmt: skip
     """Make the work folder ready; True when an unfinished run of the same config is resumed."""
     started = work / STARTED_JSON
     if work.exists() and resumable and started.exists():
-        changed = changed_keys(read_json(started).get("config", {}), config, ignore)
+        changed = changed_keys(read_json(started).get("config", {}), config, ignore, defaults)
         if changed:
             raise UserError(f"holds an unfinished {name} run of another config (changed: {', '.join(changed)}); "
                             "remove it to start over", work)  # fmt: skip
@@ -226,14 +248,15 @@ def run_stage(stage: Any, cfg: Any, out: Path, log: Any = print) -> dict[str, An
     ignore = tuple(stage.runtime_only)
     # a rebuilt stage's finished output is replaced at the commit, whatever config made it
     rebuild = stage.rebuild and is_done(out)
-    record = None if rebuild else check_finished(stage.name, out, config, ignore)
+    defaults = config_defaults(cfg)
+    record = None if rebuild else check_finished(stage.name, out, config, ignore, defaults)
     if record is not None:
         return {**record, "skipped": True}
     work = work_folder(out)
     if is_done(work) and is_main_process() and not stage.rebuild:  # committed, then a crash before the rename
         os.replace(work, out)
         return run_stage(stage, cfg, out, log)
-    resumed = prepare_work(stage.name, work, config, resumable=stage.resumable, ignore=ignore)
+    resumed = prepare_work(stage.name, work, config, resumable=stage.resumable, ignore=ignore, defaults=defaults)
     if resumed:
         log(f"[{stage.name}] resuming the unfinished run in {work}")
     try:

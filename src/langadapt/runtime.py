@@ -146,3 +146,11 @@ def release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # musl or another libc
         return
+
+
+def cache_key(model: Any) -> str:
+    """The name of the KV cache in ``model``'s forward (argument and output): ``cache`` in transformers
+    5.2x, ``past_key_values`` before (still accepted there, with a deprecation warning per call)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

@@ -55,8 +55,10 @@ from langadapt.config.eval import (
     MakeChoiceConfig,
     ReportConfig,
     SamplesConfig,
+    SpeedConfig,
     TranslateConfig,
 )
+from langadapt.config.export import ExportConfig
 from langadapt.config.recipe import (
     DataConfig,
     Recipe,
@@ -72,9 +74,9 @@ from langadapt.errors import UserError
 
 __all__ = [
     "PATH", "TRACKERS", "AlignConfig", "ChoiceConfig", "Config", "ConfigError", "DataConfig",
-    "DataTranslateConfig", "DistillConfig", "DpoConfig", "EvalChatConfig", "EvalConfig", "ExtendConfig",
+    "DataTranslateConfig", "DistillConfig", "DpoConfig", "EvalChatConfig", "EvalConfig", "ExportConfig", "ExtendConfig",
     "InitConfig", "MakeChatConfig", "MakeChoiceConfig", "ModelList", "PackConfig", "PrepareConfig",
-    "PretrainConfig", "Recipe", "ReportConfig", "Runtime", "SamplesConfig", "SftConfig", "SweepConfig",
+    "PretrainConfig", "Recipe", "ReportConfig", "Runtime", "SamplesConfig", "SftConfig", "SpeedConfig", "SweepConfig",
     "TextField", "TranslateConfig", "UserError", "_coerce", "check_choice", "check_device",
     "check_generation_cap", "check_max", "check_two_sides", "declared_in", "dump_recipe", "field_docs",
     "from_dict", "is_path_field", "load_recipe", "option_fields", "parse_report_to", "path", "paths",

@@ -151,6 +151,59 @@ class SamplesConfig(ModelList, TextField, Runtime):
             raise ConfigError("min_chars must be > 0 and at most prompt_chars")
 
 
+SPEED_RUNTIMES = ("transformers", "llamacpp")
+"""Where ``eval speed`` times generation."""
+
+
+@dataclass(kw_only=True)
+class SpeedConfig(ModelList, TextField, Runtime):
+    target: list[str] = paths()
+    """Held-out target-language text: prompts are the first words of its documents, tokens/word its own."""
+    english: list[str] = paths()
+    """Held-out English text: prompts are the first words of its documents, tokens/word its own."""
+    tgt: str = ""
+    """Language code recorded for the target-language prompts (recipe: the recipe's target_lang)."""
+    per_language: int = 4
+    """Prompts per held-out corpus: the openings of its first documents that are long enough."""
+    prompt_words: int = 12
+    """A prompt is the first prompt_words whitespace words of a document."""
+    words: int = 48
+    """Words generated after every prompt, the same for every model and runtime (greedy, EOS banned)."""
+    max_tokens_per_word: float = 12.0
+    """Generation cap: words x this many tokens; a prompt a model does not complete within it is left out."""
+    repeats: int = 1
+    """Timed generations of each prompt; the fastest counts (the one other processes disturbed least)."""
+    clock: str = "wall"
+    """wall: elapsed seconds, what a user waits; cpu: this process's CPU seconds, steadier on a busy machine."""
+    runtimes: list[str] = field(default_factory=lambda: list(SPEED_RUNTIMES))
+    """Runtimes timed: transformers and/or llamacpp (llamacpp is skipped, reason recorded, without a runtime)."""
+    gguf: list[str] = paths()
+    """llama.cpp: one GGUF per model, in the models' order (empty: each converted to a temporary f16 GGUF)."""
+    llama_cpp: str = path()
+    """llama.cpp's converter, to make those GGUFs: as export gguf's llama_cpp (empty: looked for as it does)."""
+    llama_lib: str = path()
+    """llama.cpp shared library (libllama) or its folder (empty: looked for as langadapt.llamacpp does)."""
+    threads: int | None = None
+    """CPU threads of both runtimes, the same for every model (None: every core this process may use)."""
+    heldout_docs: int | None = 200
+    """Held-out documents whose tokens per word are reported beside the speed (None: all)."""
+
+    def validate(self) -> None:
+        if min(self.per_language, self.prompt_words, self.words, self.repeats) <= 0:
+            raise ConfigError("per_language, prompt_words, words and repeats must be > 0")
+        if self.max_tokens_per_word < 1:
+            raise ConfigError("max_tokens_per_word must be >= 1")
+        if not self.runtimes or len(set(self.runtimes)) != len(self.runtimes):
+            raise ConfigError("runtimes must be one or both of transformers and llamacpp, each once")
+        for runtime in self.runtimes:
+            check_choice("runtimes", runtime, SPEED_RUNTIMES)
+        check_choice("clock", self.clock, ("wall", "cpu"))
+        if self.gguf and self.models and len(self.gguf) != len(self.models):  # a recipe fills models later
+            raise ConfigError(f"gguf needs one file per model ({len(self.models)}), not {len(self.gguf)}")
+        check_max("threads", self.threads, "every core")
+        check_max("heldout_docs", self.heldout_docs)
+
+
 @dataclass(kw_only=True)
 class EvalChatConfig(ModelList, TextField, Runtime):
     preferences: str = path()

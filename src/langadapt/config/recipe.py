@@ -24,8 +24,10 @@ from langadapt.config.eval import (
     MakeChoiceConfig,
     ReportConfig,
     SamplesConfig,
+    SpeedConfig,
     TranslateConfig,
 )
+from langadapt.config.export import ExportConfig
 from langadapt.config.tokenizer import ExtendConfig, SweepConfig
 from langadapt.config.train import DpoConfig, PretrainConfig, SftConfig
 from langadapt.errors import UserError
@@ -90,11 +92,16 @@ class Recipe:
     """Few-shot translation (chrF++, BLEU) of every model of the run, on data.parallel (omit to skip)."""
     samples: SamplesConfig | None = None
     """Continuations of fixed prompts by every model of the run, for a human to read (omit to skip)."""
+    speed: SpeedConfig | None = None
+    """Words per second generated, base against the run's final model, in transformers and llama.cpp (omit to skip)."""
     make_chat: MakeChatConfig | None = None
     """Demonstration chat and preference data from data.parallel and the corpora, for sft / dpo / chat
     (omit to skip)."""
     chat: EvalChatConfig | None = None
     """Chat-template evaluation of the model before alignment and after sft / dpo (omit to skip)."""
+    export: ExportConfig | None = None
+    """GGUF export of the run's final model (the last aligned one if any) by llama.cpp's converter, checked in
+    a real llama.cpp runtime when one is installed (omit to skip)."""
     report: ReportConfig | None = None
     """report.md and plots/ from the run's records, rebuilt on every run; runs whenever an eval stage does
     (omit: defaults)."""

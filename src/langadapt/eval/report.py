@@ -2,11 +2,12 @@
 
 It reads whatever the run has (a run may lack any stage): recipe.yaml, every stage folder's stage.json,
 the tokenizer's extension.json, sweep.json, eval bpb's metrics.json, pretrain's metrics.jsonl, distill's
-losses, eval translate's and eval choice's results.json (and the translations' samples.jsonl), and eval
-samples' results.json. Each table names the file it comes from and prints that file's numbers, rounded
-as every number of its kind is (:mod:`langadapt.eval.report_md`). The report is the ``report`` stage:
-it writes into the runner's work folder, which is committed to RUN_DIR/report/, and since it derives
-from the other stages' records it is rebuilt (not skipped) on every run.
+losses, eval translate's and eval choice's results.json (and the translations' samples.jsonl), eval
+samples', eval speed's and eval chat's results.json, and export gguf's verify.json. Each table names the
+file it comes from and prints that file's numbers, rounded as every number of its kind is
+(:mod:`langadapt.eval.report_md`). The report is the ``report`` stage: it writes into the runner's work
+folder, which is committed to RUN_DIR/report/, and since it derives from the other stages' records it is
+rebuilt (not skipped) on every run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from langadapt.eval import report_md as md
 from langadapt.eval import report_plots as plots
 from langadapt.eval import report_sections as sections
 from langadapt.eval.common import METRICS_JSON, RESULTS_JSON, SAMPLES_JSONL
+from langadapt.eval.speed import RUNTIMES
+from langadapt.export.gguf import VERIFY_JSON
 from langadapt.runs import EXTENSION_JSON, METRICS_JSONL, STAGE_JSON, write_text_atomic
 from langadapt.stages import BY_NAME
 from langadapt.tokenizer.sweep import SWEEP_JSON
@@ -87,6 +90,9 @@ def files() -> dict[str, str]:
         "samples": f"{folder('samples')}/{RESULTS_JSON}",
         "chat": f"{folder('chat')}/{RESULTS_JSON}",
         "chat_samples": f"{folder('chat')}/{SAMPLES_JSONL}",
+        "speed": f"{folder('speed')}/{RESULTS_JSON}",
+        "export": f"{folder('export')}/{STAGE_JSON}",
+        "export_verify": f"{folder('export')}/{VERIFY_JSON}",
     }
 
 
@@ -146,6 +152,23 @@ def headline(run: Run) -> list[Headline]:
         p = last.get("acc_p_vs_first") if len(mc["models"]) > 1 else None
         rows.append(Headline("multiple-choice acc", "acc", first["acc"], last["acc"], p,
                              f"{first['label']} → {last['label']}", f["choice"]))  # fmt: skip
+    rows += speed_headline(run.get(f["speed"]), f["speed"])
+    return rows
+
+
+def speed_headline(results: dict[str, Any] | None, src: str) -> list[Headline]:
+    """Words per second of the first and the last model, per runtime and language ``eval speed`` measured."""
+    models = (results or {}).get("models") or []
+    if len(models) < 2:
+        return []
+    first, last, rows = models[0], models[-1], []
+    for runtime, name in RUNTIMES.items():
+        for corpus, title in (("target", "target"), ("english", "English")):
+            a = (first.get("runtimes") or {}).get(runtime, {}).get(corpus)
+            b = (last.get("runtimes") or {}).get(runtime, {}).get(corpus)
+            if a and b:
+                rows.append(Headline(f"{title} words/s, {name}", "words_per_s", a.get("words_per_s"),
+                                     b.get("words_per_s"), None, f"{first['label']} → {last['label']}", src))  # fmt: skip
     return rows
 
 
@@ -155,8 +178,9 @@ def headline_lines(rows: list[Headline], alpha: float) -> list[str]:
     cells = [[r.metric, md.num(r.base, r.kind), md.num(r.adapted, r.kind), md.change(r.base, r.adapted, r.kind),
               md.p_value(r.p), sections.significant(r.p, alpha), r.models, f"`{r.source}`"] for r in rows]  # fmt: skip
     about = ("*base: the first model of each results file; adapted: its last. change: adapted − base (and "
-             "relative). Bits per byte and tokens per word: lower is better; chrF++ (0-100) and accuracy (0-1): "
-             "higher is better. p: the results file's paired test against the first model.*")  # fmt: skip
+             "relative). Bits per byte and tokens per word: lower is better; chrF++ (0-100), accuracy (0-1) and "
+             "words generated per second: higher is better. p: the results file's paired test against the first "
+             "model.*")  # fmt: skip
     return [*md.table(header, cells, "lrrrrlll"), "", about]
 
 

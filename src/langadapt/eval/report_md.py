@@ -11,9 +11,10 @@ import re
 from typing import Any
 
 DECIMALS = {"bpb": 3, "tokens_per_word": 3, "bytes_per_token": 3, "score": 2, "acc": 3, "rate": 3,
-            "loss": 3, "seconds": 1, "per_s": 0}  # fmt: skip
+            "loss": 3, "seconds": 1, "per_s": 0, "words_per_s": 1, "ratio": 2, "percent": 3}  # fmt: skip
 """Decimals per kind of number: bits per byte, fertility, chrF/BLEU (0-100), accuracy and rates (0-1),
-losses, seconds, throughput."""
+losses, seconds, training throughput, generation speed (a few to a few hundred words per second), speed
+ratios, percentages of small differences."""
 
 _INLINE = re.compile(r"([\\`*_\[\]|~$])")
 

@@ -6,6 +6,7 @@ body text does. The values plotted are the ones the report's tables print, from 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,78 @@ def curve(xs: list[float], series: dict[str, list[float]], *, ylabel: str, title
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1.5M, 2G
         if len(series) > 1:
             ax.legend(frameon=False)
+    return _save(fig, path)
+
+
+def smoothing_span(n: int) -> int:
+    """The EMA span for a curve of ``n`` points: about a quarter of it (8 at the demo's 30 steps), so a short
+    run is still smoothed and a long one is not smoothed into a straight line; at least 2 (under 4
+    points: 1, nothing to smooth)."""
+    return 1 if n < 4 else max(2, round(n / 4))
+
+
+def smooth(values: Sequence[float], span: int) -> list[float]:
+    """Exponential moving average with bias correction (TensorBoard's smoothing, debiased as Adam's moments
+    are): ``m_t = b·m_(t-1) + (1-b)·x_t``, shown as ``m_t / (1 - b^t)`` with ``b = 1 - 2/(span+1)``.
+
+    Causal: a point depends only on the steps up to it, so a spike or a divergence shows where it
+    happened, never before; the correction keeps the first points on the data instead of pulled toward
+    the zero the average starts from. A non-finite value (a diverged step) is shown as NaN and left out
+    of the average. ``span`` 1: the values themselves."""
+    beta = 1 - 2 / (span + 1)
+    out, m, weight = [], 0.0, 0.0
+    for v in values:
+        if not math.isfinite(v):
+            out.append(math.nan)
+            continue
+        m = beta * m + (1 - beta) * v
+        weight = beta * weight + (1 - beta)  # = 1 - beta^t over the finite values so far
+        out.append(m / weight)
+    return out
+
+
+def training_loss(xs: list[float], losses: list[float], evals: dict[str, tuple[list[float], list[float]]],
+                  path: Path) -> Path:  # fmt: skip
+    """Per-step training loss as faint points, its smoothed line (:func:`smooth`) over them, and the
+    held-out bits per byte measured during training on a second axis (other units), against tokens seen."""
+    from matplotlib.ticker import EngFormatter
+
+    fig, ax = _figure()
+    with _plt().rc_context(STYLE):
+        span = smoothing_span(len(losses))
+        raw = ax.plot(xs, losses, "o" if len(xs) <= 200 else "-", markersize=3, linewidth=0.8, alpha=0.35,
+                      color="C0", label="training loss, per step")[0]  # fmt: skip
+        handles = [raw]
+        if span > 1:
+            handles += ax.plot(xs, smooth(losses, span), "-", linewidth=2, color="C0",
+                               label=f"smoothed (EMA over ~{span} steps)")  # fmt: skip
+        ax.set_xlabel("tokens seen")
+        ax.set_ylabel("training loss (nats per token)")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 20k, 1.5M, 2G
+        shown = {name: xy for name, xy in evals.items() if xy[0]}
+        if shown:
+            right = ax.twinx()
+            right.spines["right"].set_visible(True)
+            for (name, (ex, ey)), color in zip(shown.items(), ("C3", "C2", "C4", "C1")):
+                handles += right.plot(ex, ey, "s--", markersize=5, linewidth=1, color=color,
+                                      label=f"{name} bits/byte (held-out)")  # fmt: skip
+            right.set_ylabel("held-out bits per byte")
+        ax.set_title("Training loss" + (" and held-out bits per byte" if shown else "") + " during pretraining")
+        # below the axes: the points may fill every corner
+        ax.legend(handles=handles, labels=[h.get_label() for h in handles], frameon=False, fontsize=8.5,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # fmt: skip
+    return _save(fig, path)
+
+
+def speed(groups: list[str], series: dict[str, list[float]], path: Path) -> Path:
+    """Words generated per second, one cluster per runtime and language, one bar per model."""
+    fig, ax = _figure()
+    with _plt().rc_context(STYLE):
+        grouped_bars(ax, groups, series, fmt="{:.1f}")
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("words generated per second (higher is better)")
+        ax.set_title("Generation speed, batch size 1")
+        ax.legend(frameon=False)
     return _save(fig, path)
 
 

@@ -10,7 +10,9 @@ from typing import Any
 from langadapt.config import ReportConfig
 from langadapt.eval import report_md as md
 from langadapt.eval import report_plots as plots
+from langadapt.eval.speed import RUNTIMES
 
+CORPUS_NAMES = {"target": "target", "english": "English"}
 Plot = Callable[[str, Callable[..., Any], str], str]
 Lines = list[str]
 FERTILITY_TEXTS = (("target", "target, training"), ("target_heldout", "target, held-out"),
@@ -29,7 +31,9 @@ def all_sections(run: Any, f: dict[str, str], cfg: ReportConfig, plot: Plot) -> 
         ("Translation samples", translation_samples(run.get(f["translate"]), run.get(f["translate_samples"]),
                                                     f["translate_samples"], cfg)),
         ("Samples", free_samples(run.get(f["samples"]), f["samples"], cfg.max_sample_chars)),
+        ("Generation speed", speed(run.get(f["speed"]), f["speed"], plot)),
         ("Chat", chat(run.get(f["chat"]), run.get(f["chat_samples"]), f["chat"], cfg, plot)),
+        ("GGUF export", export(run.get(f["export"]), run.get(f["export_verify"]), f["export"], f["export_verify"])),
         ("Stage timings", timings(run.stage_records())),
         ("Recipe", recipe(run.get(f["recipe"]), f["recipe"])),
     ]
@@ -145,16 +149,23 @@ def _pretrain(record: dict[str, Any] | None, log: list[dict[str, Any]] | None, f
         lines += ["### Continual pretraining", "", *md.table(header, rows, "rrrrrrll"), "",
                   md.source(f["pretrain"]), ""]  # fmt: skip
     steps = [r for r in log or [] if r.get("kind") != "eval" and "loss" in r and "tokens" in r]
-    if steps:
-        lines.append(plot("pretrain_loss.png", partial(plots.curve, [r["tokens"] for r in steps],
-                                                       {"training loss": [r["loss"] for r in steps]},
-                                                       ylabel="training loss (nats per token)",
-                                                       title="Training loss during continual pretraining"),
-                          "pretraining loss against tokens seen"))  # fmt: skip
-        lines += ["", md.source(f["pretrain_log"], note="One point per optimizer step."), ""]
-    tokens = {r["step"]: r["tokens"] for r in steps}
+    tokens = {0: 0, **{r["step"]: r["tokens"] for r in steps}}  # an evaluation before the first step: at 0
     evals = [r for r in log or [] if r.get("kind") == "eval" and r.get("step") in tokens]
     keys = [k for k in ("target_bpb", "english_bpb") if any(k in r for r in evals)]
+    if steps:
+        names = {"target_bpb": "target", "english_bpb": "English"}
+        points = {names[k]: ([tokens[r["step"]] for r in evals if r.get(k) is not None],
+                             [r[k] for r in evals if r.get(k) is not None]) for k in keys}  # fmt: skip
+        lines.append(plot("pretrain_loss.png", partial(plots.training_loss, [r["tokens"] for r in steps],
+                                                       [r["loss"] for r in steps], points),
+                          "pretraining loss against tokens seen, smoothed, with held-out bits per byte"))  # fmt: skip
+        span = plots.smoothing_span(len(steps))
+        note = "One point per optimizer step"
+        if span > 1:
+            note = (f"Faint points: one per optimizer step; line: their exponential moving average over ~{span} "
+                    "steps, bias-corrected (each point from the steps up to it)")  # fmt: skip
+        note += "; squares: held-out bits per byte where it was measured (right axis)." if points else "."
+        lines += ["", md.source(f["pretrain_log"], note=note), ""]
     if evals and keys:
         names = {"target_bpb": "target bits/byte", "english_bpb": "English bits/byte"}
         rows = [[md.count(r["step"]), md.count(tokens[r["step"]]), *(md.num(r.get(k), "bpb") for k in keys)]
@@ -298,6 +309,153 @@ def chat(results: dict[str, Any] | None, samples: list[dict[str, Any]] | None, s
     if samples:
         lines += [md.source(f"{src.rsplit('/', 1)[0]}/samples.jsonl", note="The first two answers of each kind and model."), ""]
     return lines
+
+
+# ---------------------------------------------------------------------------------------------- runtimes
+
+
+def speed(results: dict[str, Any] | None, src: str, plot: Plot) -> Lines:
+    """eval speed: words/s per runtime, language and model, tokens/word beside it, and each model's ratio
+    to the first against the fertility limit."""
+    models = (results or {}).get("models") or []
+    if not models:
+        return []
+    s = results.get("settings", {})
+    by_key = {(c.get("runtime"), c.get("corpus"), c.get("label")): c for c in results.get("comparisons", [])}
+    names = {"target": "target", "english": "English"}
+    header = ["runtime", "text", "model", "words/s", "tokens/word, held-out", "tokens/word, generated",
+              "steps/word", "ratio", "limit", "closeness", "prompts"]  # fmt: skip
+    rows, groups, series = [], [], {m["label"]: [] for m in models}
+    for runtime, runtime_name in RUNTIMES.items():
+        for corpus, corpus_name in names.items():
+            got = [(m, (m.get("runtimes") or {}).get(runtime, {}).get(corpus)) for m in models]
+            if not any(g for _, g in got):
+                continue
+            groups.append(f"{runtime_name}\n{corpus_name}")
+            for m, g in got:
+                series[m["label"]].append((g or {}).get("words_per_s") or 0.0)
+                if not g:
+                    continue
+                c = by_key.get((runtime, corpus, m["label"]), {})
+                held = (m.get("heldout") or {}).get(corpus, {}).get("tokens_per_word")
+                rows.append([runtime_name, corpus_name, md.text(m["label"], 80), md.num(g.get("words_per_s"), "words_per_s"),
+                             md.num(held, "tokens_per_word"), md.num(g.get("generated_tokens_per_word"), "tokens_per_word"),
+                             md.num(g.get("steps_per_word"), "tokens_per_word"), md.num(c.get("ratio"), "ratio"),
+                             md.num(c.get("limit"), "ratio"), md.num(c.get("closeness"), "ratio"),
+                             _count(g.get("prompts")) + (f" ({_count(g['left_out'])} left out)"
+                                                         if g.get("left_out") else "")])  # fmt: skip
+    repeats = s.get("repeats", 1)
+    timing = f"the fastest of {repeats} timed generations" if repeats != 1 else "one timed generation"
+    if s.get("clock") == "cpu":
+        timing += " (CPU seconds of the process, not elapsed time)"
+    dtype = f", {s['transformers_dtype']}" if s.get("transformers_dtype") else ""
+    first = md.text(models[0]["label"], 80)
+    about = (f"Words per second generated after the same prompts (the first {s.get('prompt_words', '?')} words of "
+             f"{md.count(s.get('per_language'))} held-out documents per language), each continued greedily to "
+             f"{md.count(s.get('words'))} words with EOS banned: batch size 1, KV cache, CPU threads: "
+             f"{s.get('threads', '?')}, transformers on {s.get('device', '?')}{dtype}; {timing} per prompt after a warm-up. "
+             f"ratio: words/s ÷ {first}'s; limit: {first}'s held-out tokens/word ÷ the model's (the gain if a "
+             "decoding step cost the same); closeness: ratio ÷ limit. steps/word: decoding steps per generated "
+             "word. Higher words/s is better.")  # fmt: skip
+    lines = [about, ""]
+    if rows:
+        lines += [*md.table(header, rows, "lllrrrrrrrr"), ""]
+    notes = []
+    for runtime, runtime_name in RUNTIMES.items():
+        status = (results.get("runtimes") or {}).get(runtime) or {}
+        if status.get("reason"):
+            notes.append(f"{runtime_name} not measured: {md.text(status['reason'], 300)}.")
+    for runtime, prompts in (results.get("left_out") or {}).items():
+        notes.append(f"{RUNTIMES.get(runtime, runtime)}: {len(prompts)} prompt(s) left out for every model, "
+                     "a model's continuation having reached the token cap without completing its words (a loop "
+                     "inside one endless word).")  # fmt: skip
+    for m in models:
+        skipped = (m.get("llamacpp") or {}).get("skipped")
+        if skipped:
+            notes.append(f"llama.cpp not measured for {md.text(m['label'], 80)}: {md.text(skipped, 300)}.")
+    lines += [*(f"- {n}" for n in notes), ""] if notes else []
+    lines.append(md.source(src))
+    if rows and any(v for values in series.values() for v in values):
+        lines += ["", plot("speed.png", partial(plots.speed, groups, series), "words per second of each model")]
+    return lines
+
+
+def export(record: dict[str, Any] | None, checks: dict[str, Any] | None, src: str, verify_src: str) -> Lines:
+    """export gguf: the GGUF, and its check in a real llama.cpp runtime (verify.json, read defensively: a
+    check the file lacks is left out)."""
+    if not record and not checks:
+        return []
+    record, checks = record or {}, checks if isinstance(checks, dict) else None
+    size = record.get("size_bytes")
+    mib = f", {size / 2**20:,.1f} MiB" if isinstance(size, (int, float)) else ""
+    status = (record.get("verification") or {}).get("status") or ("verified" if (checks or {}).get("ok") else "—")
+    outtype = record.get("outtype") or (checks or {}).get("outtype") or "?"
+    about = (f"`{md.text(record.get('gguf', '—'), 120)}`, {md.text(outtype, 20)}{mib}, converted by llama.cpp's "
+             f"own converter in {md.num(record.get('export_seconds'), 'seconds')} s (pre-tokenizer "
+             f"`{md.text(record.get('pre_tokenizer'), 60)}`). llama.cpp check: **{md.text(status, 300)}**.")  # fmt: skip
+    lines = [about, ""]
+    if checks is None:
+        return [*lines, md.source(src, note="No verify.json: the export was not checked in a llama.cpp runtime.")]
+    rows = [*_tokenization_row(checks.get("tokenization")), *_bpb_rows(checks.get("bpb")),
+            *_greedy_row(checks.get("greedy"))]  # fmt: skip
+    if rows:
+        lines += [*md.table(["check", "result", "requirement", "verdict"], rows, "llll"), ""]
+    failed = [f"- failed: {md.text(f, 300)}" for f in checks.get("failures") or []]
+    return [*lines, *failed, *([""] if failed else []), md.source(src, verify_src)]
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _count(value: Any) -> str:
+    return md.count(value) if isinstance(value, int) and not isinstance(value, bool) else "—"
+
+
+def _tokenization_row(tok: Any) -> list[list[str]]:
+    if not isinstance(tok, dict):
+        return []
+    mismatches = _number(tok.get("mismatches"))
+    result = (f"{_count(tok.get('mismatches'))} of {_count(tok.get('documents'))} texts differ "
+              f"({_count(tok.get('tokens'))} tokens)")  # fmt: skip
+    return [["tokenization, id for id", result, "none differ", _verdict(None if mismatches is None else mismatches == 0)]]
+
+
+def _bpb_rows(bpb: Any) -> list[list[str]]:
+    if not isinstance(bpb, dict):
+        return []
+    tolerance, required = _number(bpb.get("tolerance")), bpb.get("required", True)
+    need = f"within {tolerance * 100:.2f}%" if tolerance is not None else "within the tolerance"
+    rows = []
+    for corpus, b in bpb.items():
+        if not isinstance(b, dict):
+            continue
+        diff = _number(b.get("relative_diff"))
+        apart = md.num(None if diff is None else diff * 100, "percent")
+        result = (f"llama.cpp {md.num(_number(b.get('llama_cpp')), 'bpb')}, transformers "
+                  f"{md.num(_number(b.get('transformers')), 'bpb')} ({apart}% apart)")  # fmt: skip
+        ok = None if diff is None or tolerance is None else diff <= tolerance
+        rows.append([f"bits per byte, {md.text(CORPUS_NAMES.get(corpus, corpus), 40)}", result,
+                     need if required else f"reported ({need} required of f32/f16)", _verdict(ok, required)])  # fmt: skip
+    return rows
+
+
+def _greedy_row(g: Any) -> list[list[str]]:
+    if not isinstance(g, dict):
+        return []
+    agree, n, required = _number(g.get("agree")), _number(g.get("prompts")), g.get("required", True)
+    ok = None if agree is None or n is None else agree == n
+    return [[f"greedy continuations ({_count(g.get('max_new_tokens'))} tokens)",
+             f"{_count(g.get('agree'))} of {_count(g.get('prompts'))} prompts agree",
+             "all agree" if required else "reported (required of f32)", _verdict(ok, required)]]  # fmt: skip
+
+
+def _verdict(ok: bool | None, required: bool = True) -> str:
+    if ok is None:
+        return "—"
+    if not required:
+        return "reported"
+    return "pass" if ok else "**FAIL**"
 
 
 # ------------------------------------------------------------------------------------------------ text
