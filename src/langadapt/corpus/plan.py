@@ -321,18 +321,28 @@ def _env_default(name: str, value: str):
 
 
 @contextlib.contextmanager
-def _stderr_discarded():
-    """File descriptor 2 to /dev/null: Ray's C++ client logs there directly, past Python's logging."""
+def stderr_fd_to(fd: int):
+    """File descriptor 2 pointed at ``fd`` for the block: what native code and child processes write there
+    (Ray's C++ client, datatrove's workers) goes past Python's ``sys.stderr``."""
     sys.stderr.flush()
     saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
+    os.dup2(fd, 2)
     try:
         yield
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def _stderr_discarded():
+    """File descriptor 2 to /dev/null: Ray's C++ client logs there directly, past Python's logging."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        with stderr_fd_to(devnull):
+            yield
+    finally:
         os.close(devnull)
 
 

@@ -12,7 +12,6 @@ done, with no process waiting. Modules: prepare → plan → card → minhash.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sys
 import time
@@ -136,21 +135,17 @@ def _console_to_file(cfg: PrepareConfig, path: Path):
         return
     from loguru import logger
 
+    from langadapt.corpus.plan import stderr_fd_to
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(path, "a", encoding="utf-8") as fh:
-        os.dup2(fh.fileno(), 2)
-        logger.remove()  # loguru's default sink holds the stderr object of import time
-        logger.add(sys.stderr, level="INFO")
-        try:
+    try:
+        with open(path, "a", encoding="utf-8") as fh, stderr_fd_to(fh.fileno()):
+            logger.remove()  # loguru's default sink holds the stderr object of import time
+            logger.add(sys.stderr, level="INFO")
             yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            logger.remove()
-            logger.add(sys.stderr, level="WARNING")
+    finally:  # after fd 2 is back: the sink then writes to the terminal again
+        logger.remove()
+        logger.add(sys.stderr, level="WARNING")
 
 
 def print_summary(record: dict, out: Path, stream: Any = None) -> None:
