@@ -464,3 +464,18 @@ def test_runner_replaces_a_finished_rebuild_stage(tmp_path):
     record = run_stage(stage, C.ReportConfig(translation_samples=2), out)
     assert "skipped" not in record and record["n"] == 2 and (out / "n.txt").read_text() == "2"
     assert is_done(out) and not work_folder(out).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_loss_plot_takes_before_and_after_bpb_from_eval_when_training_measured_none(tmp_path):
+    from langadapt.eval import report_sections as sections
+
+    record = {"config": {"model": str(tmp_path / "distill")}}
+    bpb = {"models": [{"label": "base", "model": "smollm2-135m", "target": {"bpb": 2.2}},
+                      {"label": "distill", "model": str(tmp_path / "distill"), "target": {"bpb": 2.0},
+                       "english": {"bpb": 0.9}},
+                      {"label": "pretrain", "model": str(tmp_path / "pretrain" / "final"), "target": {"bpb": 1.6},
+                       "english": {"bpb": 0.8}}]}  # fmt: skip
+    points = sections._before_and_after(record, bpb, 61440)
+    assert points == {"target": ([0, 61440], [2.0, 1.6]), "English": ([0, 61440], [0.9, 0.8])}
+    assert sections._before_and_after(record, {"models": bpb["models"][:2]}, 61440) == {}  # no final weights scored
+    assert sections._before_and_after(None, bpb, 61440) == {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from langadapt.config import ReportConfig
@@ -132,12 +133,35 @@ def bits_per_byte(metrics: dict[str, Any] | None, src: str, plot: Plot) -> Lines
 
 
 def training(run: Any, f: dict[str, str], plot: Plot) -> Lines:
-    return _pretrain(run.get(f["pretrain"]), run.get(f["pretrain_log"]), f, plot) + _distill(
+    return _pretrain(run.get(f["pretrain"]), run.get(f["pretrain_log"]), f, plot, run.get(f["bpb"])) + _distill(
         run.get(f["distill"]), f["distill"], plot)
 
 
+def _before_and_after(record: dict[str, Any] | None, bpb: dict[str, Any] | None,
+                      last_tokens: int) -> dict[str, tuple[list[float], list[float]]]:  # fmt: skip
+    """Held-out bits per byte of the model pretraining started from (at 0 tokens) and of its final weights
+    (at the last step's tokens), from ``eval bpb``'s metrics: the points a run without evaluations during
+    training (``eval_every: 0``, the demo) measured all the same."""
+    start = str((record or {}).get("config", {}).get("model") or "")
+    models = (bpb or {}).get("models") or []
+
+    def same(a: str, b: str) -> bool:
+        return bool(a) and bool(b) and (a == b or Path(a).resolve() == Path(b).resolve())
+
+    before = next((m for m in models if same(str(m.get("model", "")), start)), None)
+    after = next((m for m in models if m.get("label") == "pretrain"), None)
+    if before is None or after is None:
+        return {}
+    out = {}
+    for corpus, name in (("target", "target"), ("english", "English")):
+        a, b = (before.get(corpus) or {}).get("bpb"), (after.get(corpus) or {}).get("bpb")
+        if a is not None and b is not None:
+            out[name] = ([0, last_tokens], [a, b])
+    return out
+
+
 def _pretrain(record: dict[str, Any] | None, log: list[dict[str, Any]] | None, f: dict[str, str],
-              plot: Plot) -> Lines:  # fmt: skip
+              plot: Plot, bpb: dict[str, Any] | None = None) -> Lines:  # fmt: skip
     lines: Lines = []
     if record:
         final = record.get("final") or {}
@@ -156,6 +180,7 @@ def _pretrain(record: dict[str, Any] | None, log: list[dict[str, Any]] | None, f
         names = {"target_bpb": "target", "english_bpb": "English"}
         points = {names[k]: ([tokens[r["step"]] for r in evals if r.get(k) is not None],
                              [r[k] for r in evals if r.get(k) is not None]) for k in keys}  # fmt: skip
+        from_eval = not points and bool(points := _before_and_after(record, bpb, steps[-1]["tokens"]))
         lines.append(plot("pretrain_loss.png", partial(plots.training_loss, [r["tokens"] for r in steps],
                                                        [r["loss"] for r in steps], points),
                           "pretraining loss against tokens seen, smoothed, with held-out bits per byte"))  # fmt: skip
@@ -164,7 +189,11 @@ def _pretrain(record: dict[str, Any] | None, log: list[dict[str, Any]] | None, f
         if span > 1:
             note = (f"Faint points: one per optimizer step; line: their exponential moving average over ~{span} "
                     "steps, bias-corrected (each point from the steps up to it)")  # fmt: skip
-        note += "; squares: held-out bits per byte where it was measured (right axis)." if points else "."
+        if from_eval:
+            note += ("; squares: held-out bits per byte of the model pretraining started from and of its final "
+                     f"weights, from {f['bpb']} (right axis; no evaluation ran during training).")  # fmt: skip
+        else:
+            note += "; squares: held-out bits per byte where it was measured (right axis)." if points else "."
         lines += ["", md.source(f["pretrain_log"], note=note), ""]
     if evals and keys:
         names = {"target_bpb": "target bits/byte", "english_bpb": "English bits/byte"}
