@@ -151,11 +151,6 @@ def banned_ids(tokenizer: PreTrainedTokenizerBase, rows: int) -> list[int]:
 # ---------------------------------------------------------------------------------------- prompts
 
 
-def prompt_openings(docs: list[str], n: int, prompt_words: int) -> list[str]:
-    """The first ``prompt_words`` words of the first ``n`` documents that hold more than that many."""
-    return [p for p, _ in openings(docs, n, prompt_words, 0)]
-
-
 def openings(docs: list[str], n: int, prompt_words: int, words: int) -> list[tuple[str, str]]:
     """(prompt, reference) of the first ``n`` documents holding more than ``prompt_words`` words: the first
     ``prompt_words`` words, and the document's own continuation after them, up to ``words`` words (with the
@@ -271,14 +266,19 @@ def measure(generate: Generate, prompts: list[dict[str, Any]], cfg: SpeedConfig,
     out = []
     for i, p in enumerate(prompts):
         runs = [timed(generate, p["ids"], cap, banned, cfg.words, decode) for _ in range(cfg.repeats)]
-        best = min(runs, key=lambda g: g.cpu_seconds if cfg.clock == "cpu" else g.seconds)
+        best = min(runs, key=lambda g: clocked(cfg, g.seconds, g.cpu_seconds))
         out.append({"prompt": i, "corpus": p["corpus"], "tokens": best.tokens, "words": best.words,
-                    "seconds": best.cpu_seconds if cfg.clock == "cpu" else best.seconds,
+                    "seconds": clocked(cfg, best.seconds, best.cpu_seconds),
                     "wall_seconds": best.seconds, "cpu_seconds": best.cpu_seconds,
                     "capped": best.capped, "output": best.output,
                     "output_tokens": fertility(tokenizer, [best.output])["tokens"],
                     "same_tokens_every_repeat": all(r.new_ids == best.new_ids for r in runs)})  # fmt: skip
     return out
+
+
+def clocked(cfg: SpeedConfig, wall: float, cpu: float) -> float:
+    """The seconds ``cfg.clock`` counts: elapsed (wall) or this process's CPU time."""
+    return cpu if cfg.clock == "cpu" else wall
 
 
 Follow = Callable[[list[int], list[int]], int]
@@ -322,18 +322,16 @@ def measure_text(follow: Follow, prompts: list[dict[str, Any]], cfg: SpeedConfig
     follow(prompts[0]["ids"], prompts[0]["reference_ids"])  # warm-up
     out = []
     for i, p in enumerate(prompts):
-        best = None
+        runs = []
         for _ in range(cfg.repeats):
             started, cpu = time.perf_counter(), time.process_time()
             agreed = follow(p["ids"], p["reference_ids"])
-            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-            if best is None or (cpu if cfg.clock == "cpu" else wall) < best[0]:
-                best = (cpu if cfg.clock == "cpu" else wall, wall, cpu, agreed)
+            runs.append((time.perf_counter() - started, time.process_time() - cpu, agreed))
+        wall, cpu, agreed = min(runs, key=lambda r: clocked(cfg, r[0], r[1]))
         tokens = len(p["reference_ids"])
         out.append({"prompt": i, "corpus": p["corpus"], "tokens": tokens, "words": count_words(p["reference"]),
-                    "seconds": best[0], "wall_seconds": best[1], "cpu_seconds": best[2], "capped": False,
-                    "output": p["reference"], "output_tokens": tokens,
-                    "argmax_agreed": best[3]})  # fmt: skip
+                    "seconds": clocked(cfg, wall, cpu), "wall_seconds": wall, "cpu_seconds": cpu, "capped": False,
+                    "output": p["reference"], "output_tokens": tokens, "argmax_agreed": agreed})  # fmt: skip
     return out
 
 
