@@ -79,9 +79,10 @@ def test_eval_chat_measures_every_model(tmp_path, tiny_tied, tiny_untied_padded,
             "--pairs", str(chat_dir / CD.FILES["heldout_pairs"]), "--prompts", str(chat_dir / CD.FILES["heldout_prompts"]),
             "--english", str(tiny.DEMO_DATA / "en-valid.jsonl.gz"), "--max-docs", "2", "--max-doc-chars", "300",
             "--tgt", "hu", "--max-new-tokens", "4", "--max-new-tokens-factor", "0.2", "--max-new-tokens-extra", "1",
-            "--out", str(tmp_path / "ev")]  # fmt: skip
+            "--first-is-base", "--out", str(tmp_path / "ev")]  # fmt: skip
     main(argv)
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert results["models"][0]["label"] == "base"  # the reference the p-values compare with
     for m in results["models"]:
         assert m["preferences"]["n"] == 12 and 0 <= m["preferences"]["accuracy"] <= 1
         assert m["translation"]["n"] == 6 and 0 <= m["translation"]["chrf++"] <= 100

@@ -53,7 +53,7 @@ KEYS_BEFORE = {
     "heading_prompt_tgt translation_items heading_items heldout_items heldout_split seed text_field",
     "chat": "models preferences pairs prompts english src tgt tgt_name translate_prompt max_new_tokens "
     "max_new_tokens_factor max_new_tokens_extra max_docs max_doc_chars samples batch_size seed bf16 text_field "
-    "device",
+    "device first_is_base",  # first_is_base: added later (the chat demo measures the base model first)
     "report": "run_dir translation_samples max_sample_chars significance",
     "export": "model outtype llama_cpp llama_lib verify verify_target verify_english tokenize_docs bpb_docs "
     "max_doc_chars bpb_tolerance prompts max_new_tokens threads text_field",  # issue 18: a new stage

@@ -72,18 +72,23 @@ def test_demo_adapts_smollm2_to_hungarian(runs, base_demo):
 
 
 def test_chat_demo_stops_the_adapted_model_looping(runs, base_demo):
-    """The issue's targets for the chat model: chat translation up from the adapted model's, answers that
-    repeat themselves less, English held, DPO preferring the chosen answers it trained on. Run alone, the
+    """The issue's targets for the chat model: chat translations better than the original Instruct
+    model's and in the target language more often than the adapted model's, answers that repeat
+    themselves less, English held, DPO preferring the chosen answers it trained on. Run alone, the
     ``base_demo`` fixture makes the base demo's run first."""
     result, minutes = _demo(runs, "--chat")
     run = runs / "demo-hu"
     print(f"chat demo took {minutes:.1f} min")
     assert "[pretrain] done, skipped" in result.stdout + result.stderr  # the base demo's stages are reused
     models = {m["label"]: m for m in json.loads((run / "eval-chat" / "results.json").read_text())["models"]}
-    assert list(models) == ["pretrain", "sft", "dpo"]
-    before, chat = models["pretrain"], models["dpo"]
-    assert chat["translation"]["chrf++"] > before["translation"]["chrf++"] + 2
+    assert list(models) == ["base", "pretrain", "sft", "dpo"]
+    base, before, chat = models["base"], models["pretrain"], models["dpo"]
+    # Not "chrF++ above the adapted model's": that model mostly echoes the English source (off target), and
+    # chrF++ credits an echo through the names it shares with the reference (IMSIN, LibreOffice Basic).
+    assert chat["translation"]["chrf++"] > base["translation"]["chrf++"]
+    assert chat["translation"]["off_target_rate"] < before["translation"]["off_target_rate"]
     assert chat["prompts"]["distinct_bigrams_mean"] > before["prompts"]["distinct_bigrams_mean"] + 0.1
+    assert chat["prompts"]["distinct_bigrams_mean"] >= 0.9 * base["prompts"]["distinct_bigrams_mean"]
     assert chat["english"]["bpb"] <= 1.03 * before["english"]["bpb"]
     dpo = json.loads((run / "dpo" / "stage.json").read_text())
     assert dpo["reward_accuracy_after"] > dpo["reward_accuracy_before"]

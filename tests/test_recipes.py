@@ -84,5 +84,5 @@ def test_the_chat_demo_extends_the_demo_and_wires_its_chat_stages(tmp_path):
     assert chat_stages["sft"].config.translated == [str(run / "chat-data" / "sft-target.jsonl"),
                                                    str(run / "translated" / "translated" / "to-translate.jsonl")]
     assert chat_stages["dpo"].config.model == sft
-    assert chat_stages["chat"].config.models == [final, sft, dpo]
+    assert chat_stages["chat"].config.models == ["smollm2-135m", final, sft, dpo]  # first_is_base: the base first
     assert list(chat_stages)[-1] == "report"

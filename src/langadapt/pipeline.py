@@ -198,8 +198,9 @@ def _plan_alignment(recipe: C.Recipe, add: Callable[..., None], dirs: dict[str, 
         add("dpo", model=aligned[-1], data=made["preferences_english"], translated=made["preferences_target"],
             eval_english=d.english_valid, eval_target=d.target_valid)  # fmt: skip
         aligned.append(str(dirs["dpo"] / "final"))
-    if recipe.chat:
-        add("chat", models=aligned, preferences=(made["heldout_preferences"] or [""])[0],
+    if recipe.chat:  # the base model first where the section asks for it: what the run started from
+        base = [recipe.base_model] if recipe.chat.first_is_base else []
+        add("chat", models=base + aligned, preferences=(made["heldout_preferences"] or [""])[0],
             pairs=(made["heldout_pairs"] or [""])[0], prompts=(made["heldout_prompts"] or [""])[0],
             english=d.english_valid, tgt=recipe.target_lang,
             tgt_name=recipe.make_chat.tgt_name if recipe.make_chat else "")  # fmt: skip

@@ -238,6 +238,9 @@ class EvalChatConfig(ModelList, TextField, Runtime):
     """Sequences per forward pass / prompts generated at once."""
     seed: int = 0
     """Seed for the bootstrap resamples."""
+    first_is_base: bool = False
+    """The first of models is the base model the run started from (labelled base; p-values compare with
+    it; it needs a chat template). A recipe's runner then puts its base model before the model it aligned."""
 
     def validate(self) -> None:
         if self.max_new_tokens <= 0 or self.batch_size <= 0 or self.samples < 0:

@@ -91,8 +91,9 @@ def chat_generate(model: Any, tokenizer: PreTrainedTokenizerBase, users: list[st
 def evaluate_chat(cfg: EvalChatConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval chat``): every model on the same held-out preferences, chat translations,
     fixed prompts and English text; write ``out/results.json`` and ``out/samples.jsonl``."""
-    # the first model is the one before alignment (the run's adapted model), not the base: its own name
-    models = each_model(cfg, "eval chat", first=None)
+    # the first model is the reference: the base model when it is first, else the one before alignment
+    # (the run's adapted model), under its own name
+    models = each_model(cfg, "eval chat", first="base" if cfg.first_is_base else None)
     if not cfg.tgt:
         raise UserError("eval chat needs --tgt (the target language code)")
     prefs = read_preferences(cfg.preferences) if cfg.preferences else []

@@ -313,21 +313,24 @@ def chat(results: dict[str, Any] | None, samples: list[dict[str, Any]] | None, s
         return []
     models, alpha = results["models"], cfg.significance
     header = ["model", "preference acc", "margin (nats)", "chat chrF++ [95% CI]", "p vs first",
-              f"significant (p < {alpha:g})", "answers in target language", "distinct bigrams", "English bits/byte"]  # fmt: skip
+              f"significant (p < {alpha:g})", "translations off target", "answers in target language",
+              "distinct bigrams", "English bits/byte"]  # fmt: skip
     rows = []
     for i, m in enumerate(models):
         pref, tr, pr, en = (m.get(k) or {} for k in ("preferences", "translation", "prompts", "english"))
         p = tr.get("chrf++_p_vs_first") if i else None
         rows.append([m["label"], md.num(pref.get("accuracy"), "acc"), md.num(pref.get("margin_nats"), "loss"),
                      md.with_ci(tr["chrf++"], tr.get("chrf++_ci95"), "score") if tr else "—", md.p_value(p),
-                     "baseline" if not i else significant(p, alpha), md.num(pr.get("target_language_share"), "rate"),
+                     "baseline" if not i else significant(p, alpha), md.num(tr.get("off_target_rate"), "rate"),
+                     md.num(pr.get("target_language_share"), "rate"),
                      md.num(pr.get("distinct_bigrams_mean"), "rate"), md.num(en.get("bpb"), "bpb")])  # fmt: skip
     about = ("Through each model's chat template, on held-out material. Preference accuracy: share of held-out "
              "pairs whose chosen answer gets the higher log-probability; margin: mean chosen − rejected "
              "log-probability. Chat chrF++: greedy answers to \"" + md.text(results.get("translate_prompt", ""), 80)
-             + "\". Answers to fixed target-language prompts: share identified as the target language, distinct "
+             + "\" (off target: not identified as the target language; an echo of the source still shares its names "
+             "with the reference). Answers to fixed target-language prompts: share identified as the target language, distinct "
              "bigrams of words and punctuation (1 = no repetition). English bits per byte: lower is better.")  # fmt: skip
-    lines = [about, "", *md.table(header, rows, "lrrrrlrrr"), "", md.source(src), ""]
+    lines = [about, "", *md.table(header, rows, "lrrrrlrrrr"), "", md.source(src), ""]
     shown: dict[tuple[str, str], int] = {}
     for s in samples or []:  # the first two of each kind and model
         key = (s["model"], s["kind"])
