@@ -11,8 +11,9 @@ For each: ``tokenizer extend`` (+1,000 tokens on the demo Hungarian text; built 
 then each measured stage in its own subprocess under ``/usr/bin/time -v`` (peak RSS = its "Maximum
 resident set size"; without GNU time, ``resource.getrusage(RUSAGE_CHILDREN)``): ``embeddings init``,
 ``embeddings distill`` (2 distil + 1 calibration steps, batch 2, spans of 32 tokens), ``eval bpb`` of the
-init output on 8 Hungarian documents cut to 400 characters, and ``export gguf --verify off`` of the init
-output where the CLI has it.
+init output on 8 Hungarian documents cut to 400 characters (``bpb``: in float32, the default;
+``bpb-auto``: ``--dtype auto``, as stored), and ``export gguf --verify off`` of the init output where the
+CLI has it.
 Each row: peak RSS, its ratio to the base model's bytes (its safetensors files), the dtypes of the
 tensors the stage wrote, and wall seconds.
 
@@ -127,7 +128,7 @@ def run_model(name: str, args: argparse.Namespace, env: dict[str, str], results:
                                  "--num-new-tokens", "1000", "--out", str(tok)), env=env, check=True)  # fmt: skip
     model_bytes = safetensors_bytes(base)
     label = args.label
-    init, dist, bpb, gguf = (work / f"{s}-{label}" for s in ("init", "distill", "bpb", "gguf"))
+    init, dist, bpb, bpb_auto, gguf = (work / f"{s}-{label}" for s in ("init", "distill", "bpb", "bpb-auto", "gguf"))
     stages = {
         "init": (init, ["embeddings", "init", "--model", str(base), "--tokenizer", str(tok), "--out", str(init)]),
         "distill": (dist, ["embeddings", "distill", "--model", str(init), "--teacher", str(base), "--corpus",
@@ -135,6 +136,9 @@ def run_model(name: str, args: argparse.Namespace, env: dict[str, str], results:
                            "--batch-size", "2", "--seq-len", "32", "--report-to", "none", "--out", str(dist)]),
         "bpb": (bpb, ["eval", "bpb", "--models", str(init), "--target", str(DEMO / "hu-valid.jsonl.gz"),
                       "--max-docs", "8", "--max-doc-chars", "400", "--out", str(bpb)]),
+        # the same in the dtype the model is stored in (bf16: no float32 copy)
+        "bpb-auto": (bpb_auto, ["eval", "bpb", "--models", str(init), "--target", str(DEMO / "hu-valid.jsonl.gz"),
+                                "--max-docs", "8", "--max-doc-chars", "400", "--dtype", "auto", "--out", str(bpb_auto)]),
         # the conversion only (llama.cpp's converter, f16): the runtime check loads the GGUF once more
         "export": (gguf, ["export", "gguf", "--model", str(init), "--verify", "off", *LLAMA_CPP, "--out", str(gguf)]),
     }  # fmt: skip
@@ -156,7 +160,7 @@ def run_model(name: str, args: argparse.Namespace, env: dict[str, str], results:
         print(json.dumps(row), flush=True)
         with open(results, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        if stage in ("bpb", "distill"):
+        if stage in ("bpb", "bpb-auto", "distill"):
             shutil.rmtree(out, ignore_errors=True)  # only the init output is read again
     if not args.keep:
         for stage in ("init", "export"):
@@ -180,7 +184,7 @@ def table(results: Path) -> str:
 
     out = ["| model (bytes) | stage | before | after |", "|---|---|---|---|"]
     for name in SHAPES:
-        for stage in ("init", "distill", "bpb", "export"):
+        for stage in ("init", "distill", "bpb", "bpb-auto", "export"):
             before, after = rows.get(("before", name, stage)), rows.get(("after", name, stage))
             if before or after:
                 gib = (before or after)["model_gib"]

@@ -42,7 +42,8 @@ KEYS_BEFORE = {
     "micro_batch grad_accum warmup scheduler weight_decay grad_clip train lora lora_r lora_alpha lora_dropout "
     "lora_target attention eval_english eval_target eval_max_docs english_tolerance checkpoint_every bf16 "
     "gradient_checkpointing report_to text_field seed device beta precompute_ref_log_probs eval_pairs",
-    "eval": "models target english max_docs max_doc_chars batch_size max_len stride bf16 text_field device",
+    "eval": "models target english max_docs max_doc_chars batch_size max_len stride bf16 text_field device "
+    "dtype",  # dtype: added later (issue 19: a bf16 model scored without a float32 copy)
     "make_choice": "pairs src tgt n_choices max_items split seed",
     "choice": "models task max_items batch_size bf16 device",
     "translate": "models pairs src tgt directions shots max_items split seed batch_size max_new_tokens_factor "

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from langadapt.config import ConfigError, DistillConfig, InitConfig
+from langadapt.config import ConfigError, DistillConfig, EvalConfig, InitConfig
 from langadapt.embeddings.init import init_embeddings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -188,7 +188,24 @@ def test_stored_dtype_reads_old_configs_and_headers(tiny_tied, tmp_path):
     assert resolve_dtype("float16", folder) == torch.float16
 
 
-@pytest.mark.parametrize("config", [InitConfig, DistillConfig])
+def test_eval_bpb_scores_a_bf16_model_as_stored_when_asked(bf16_model, hu_corpus, tmp_path):
+    """eval bpb loads in float32 by default (figures independent of storage) and, with dtype auto, in the
+    stored bf16 (no converted copy): the dtype is recorded and the figures agree to bf16's precision."""
+    from langadapt.cli import main
+
+    figures = {}
+    for dtype in ("float32", "auto"):
+        out = tmp_path / dtype
+        main(["eval", "bpb", "--models", str(bf16_model), "--target", str(hu_corpus), "--max-docs", "4",
+              "--max-doc-chars", "400", "--dtype", dtype, "--no-bf16", "--device", "cpu", "--out", str(out)])  # fmt: skip
+        (model,) = json.loads((out / "metrics.json").read_text())["models"]
+        figures[dtype] = model
+    assert figures["float32"]["dtype"] == "float32" and figures["auto"]["dtype"] == "bfloat16"
+    assert figures["auto"]["target"]["tokens"] == figures["float32"]["target"]["tokens"]
+    assert figures["auto"]["target"]["bpb"] == pytest.approx(figures["float32"]["target"]["bpb"], rel=0.02)
+
+
+@pytest.mark.parametrize("config", [InitConfig, DistillConfig, EvalConfig])
 def test_bad_dtype_is_a_config_error(config):
     with pytest.raises(ConfigError, match="dtype must be auto, float32, bfloat16 or float16"):
         config(dtype="int8")

@@ -17,6 +17,7 @@ from langadapt.config.base import (
     path,
     paths,
 )
+from langadapt.models import DTYPES
 
 
 @dataclass(kw_only=True)
@@ -36,8 +37,13 @@ class EvalConfig(ModelList, TextField, Runtime):
     """Window length in tokens; longer documents are scored in strided windows."""
     stride: int = 512
     """New tokens scored per window after the first; the rest of the window is left context."""
+    dtype: str = "float32"
+    """dtype each model is loaded in: float32 (the figures do not depend on how a model is stored; a bf16
+    model is converted, twice its bytes in memory), auto (the one it is stored in: a bf16 model stays in
+    its mapped file, for models that do not fit twice), bfloat16 or float16."""
 
     def validate(self) -> None:
+        check_choice("dtype", self.dtype, DTYPES)
         check_max("max_docs", self.max_docs)
         check_max("max_doc_chars", self.max_doc_chars, "whole documents")
         if self.batch_size <= 0 or not 0 < self.stride < self.max_len:

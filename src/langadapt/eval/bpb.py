@@ -40,7 +40,7 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     """Stage entry (``eval bpb``): score every model in ``cfg.models`` on the same held-out target and
     English documents, each with its own tokenizer; write ``out/metrics.json``. The first model is the
     reference the others are compared with (the runner lists the base model first)."""
-    models = each_model(cfg, "eval")
+    models = each_model(cfg, "eval", dtype=cfg.dtype)
     texts = read_heldout({"target": cfg.target, "english": cfg.english}, cfg.max_docs, cfg.text_field,
                          cfg.max_doc_chars)
     if not texts:
@@ -50,7 +50,8 @@ def evaluate(cfg: EvalConfig, out: Path) -> dict[str, Any]:
     for m in models:
         scores = bpb_by_corpus(m.model, m.tokenizer, texts, batch_size=cfg.batch_size, max_len=cfg.max_len,
                                stride=cfg.stride, bf16=models.bf16)  # fmt: skip
-        results.append({"label": m.label, "model": str(m.name), **scores})
+        dtype = str(m.model.dtype).removeprefix("torch.")
+        results.append({"label": m.label, "model": str(m.name), "dtype": dtype, **scores})
     metrics = {"models": results, "docs": {k: len(v) for k, v in texts.items()}, "max_doc_chars": cfg.max_doc_chars,
                "device": str(models.device)}  # fmt: skip
     write_json_atomic(out / METRICS_JSON, metrics)

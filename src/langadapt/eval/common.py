@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from langadapt.errors import UserError
-from langadapt.models import load_tokenizer, resolve_model
+from langadapt.models import load_tokenizer, resolve_dtype, resolve_model
 from langadapt.runtime import load_model, resolve_device, use_bf16
 
 if TYPE_CHECKING:
@@ -71,10 +71,10 @@ class Loaded:
 class EvalModels:
     """The models an eval stage compares (:func:`each_model`); iterate to load them one at a time."""
 
-    def __init__(self, cfg: EvalSettings, stage: str, first: str | None) -> None:
+    def __init__(self, cfg: EvalSettings, stage: str, first: str | None, dtype: str) -> None:
         if not cfg.models:
             raise UserError(f"{stage} needs at least one model (--models)")
-        self.cfg, self.first = cfg, first
+        self.cfg, self.first, self.dtype = cfg, first, dtype
         self.names = list(cfg.models)
         self.labels = model_labels(self.names, first)
         self.paths: list[Path] = []
@@ -92,13 +92,16 @@ class EvalModels:
     def __iter__(self) -> Iterator[Loaded]:
         self.resolve()
         for name, path, label in zip(self.names, self.paths, self.labels):
-            loaded = Loaded(label, name, path, load_model(path, self.device), load_tokenizer(path))
+            model = load_model(path, self.device, dtype=resolve_dtype(self.dtype, path))
+            loaded = Loaded(label, name, path, model, load_tokenizer(path))
+            del model  # the loop's only reference is loaded.model, dropped below
             yield loaded
             loaded.model = None  # freed before the next model is loaded
 
 
-def each_model(cfg: EvalSettings, stage: str, *, first: str | None = "base") -> EvalModels:
+def each_model(cfg: EvalSettings, stage: str, *, first: str | None = "base", dtype: str = "float32") -> EvalModels:
     """The per-model loop of an eval stage: checks at once that ``cfg.models`` names a model (``stage``
     words the error); :meth:`EvalModels.resolve` resolves the paths, device and bf16; iterating loads
-    each model and its tokenizer in turn (labels: :func:`model_labels` with ``first``)."""
-    return EvalModels(cfg, stage, first)
+    each model in ``dtype`` (a stage's ``dtype`` option: ``auto`` = as stored) and its tokenizer in turn
+    (labels: :func:`model_labels` with ``first``)."""
+    return EvalModels(cfg, stage, first, dtype)
