@@ -182,6 +182,33 @@ def config_defaults(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def record_folders(model_dir: Path) -> list[Path]:
+    """The model folder, then the folders its records name, nearest first: a stage's ``stage.json`` (in the
+    folder, or beside a training run's ``final/``) names its ``tokenizer`` and ``model`` (init names the
+    tokenizer folder, distill and the trainers the model they started from)."""
+    seen: list[Path] = []
+    todo = [Path(model_dir)]
+    while todo:
+        folder = todo.pop(0)
+        if folder in seen or not folder.is_dir():
+            continue
+        seen.append(folder)
+        for stage_json in (folder / STAGE_JSON, folder.parent / STAGE_JSON):
+            if stage_json.is_file():
+                config = json.loads(stage_json.read_text(encoding="utf-8")).get("config", {})
+                todo += [Path(config[k]) for k in ("tokenizer", "model") if isinstance(config.get(k), str) and config[k]]
+                break
+    return seen
+
+
+def extension_records(model_dir: Path) -> Iterator[tuple[dict[str, Any], Path]]:
+    """Every ``extension.json`` (written by ``tokenizer extend``, copied along by the trainers) among
+    :func:`record_folders`, nearest first, with the folder it is in."""
+    for folder in record_folders(model_dir):
+        if (folder / EXTENSION_JSON).is_file():
+            yield json.loads((folder / EXTENSION_JSON).read_text(encoding="utf-8")), folder
+
+
 def read_json(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

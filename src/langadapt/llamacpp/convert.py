@@ -26,7 +26,7 @@ from typing import Any
 
 from langadapt.errors import UserError
 from langadapt.llamacpp.sources import LlamaCppSource
-from langadapt.runs import EXTENSION_JSON, STAGE_JSON
+from langadapt.runs import EXTENSION_JSON, extension_records, record_folders
 
 MAIN = Path(__file__).with_name("converter_main.py")
 MARK = "LANGADAPT-JSON "
@@ -72,32 +72,9 @@ class BaseTokenizer:
     """The first id the extension added (None when unknown)."""
 
 
-def record_folders(model_dir: Path) -> list[Path]:
-    """The model folder, then the folders its records name, nearest first: a stage's ``stage.json`` (in the
-    folder, or beside a training run's ``final/``) names its ``tokenizer`` and ``model`` (init names the
-    tokenizer folder, distill and the trainers the model they started from)."""
-    seen: list[Path] = []
-    todo = [Path(model_dir)]
-    while todo:
-        folder = todo.pop(0)
-        if folder in seen or not folder.is_dir():
-            continue
-        seen.append(folder)
-        for stage_json in (folder / STAGE_JSON, folder.parent / STAGE_JSON):
-            if stage_json.is_file():
-                config = json.loads(stage_json.read_text(encoding="utf-8")).get("config", {})
-                todo += [Path(config[k]) for k in ("tokenizer", "model") if isinstance(config.get(k), str) and config[k]]
-                break
-    return seen
-
-
 def extension_record(model_dir: Path) -> tuple[dict[str, Any], Path] | None:
-    """The nearest ``extension.json`` (written by ``tokenizer extend``, copied along by the trainers) among
-    :func:`record_folders`, with the folder it is in."""
-    for folder in record_folders(model_dir):
-        if (folder / EXTENSION_JSON).is_file():
-            return json.loads((folder / EXTENSION_JSON).read_text(encoding="utf-8")), folder
-    return None
+    """The nearest ``extension.json`` along the model's records (:func:`langadapt.runs.extension_records`)."""
+    return next(extension_records(model_dir), None)
 
 
 def find_base(model_dir: Path, scratch: Path) -> BaseTokenizer | None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import fnmatch
 import functools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from typing import Any
 import torch
 
 from langadapt.errors import UserError
-from langadapt.runs import EXTENSION_JSON, STAGE_JSON
+from langadapt.runs import EXTENSION_JSON, extension_records
 
 
 @dataclass
@@ -62,25 +61,13 @@ class Selection:
 def base_vocab_size(model_dir: Path) -> int:
     """``base_vocab_size`` from ``extension.json`` (written by ``tokenizer extend``).
 
-    Looked for in the model folder, then along the folders its ``stage.json`` names (embeddings init
-    records its tokenizer, distill its model), so a run folder's model/ or distill/ finds tokenizer/.
+    Looked for in the model folder, then along the folders its records name
+    (:func:`langadapt.runs.record_folders`: embeddings init records its tokenizer, distill its model), so a
+    run folder's model/ or distill/ finds tokenizer/.
     """
-    seen: set[Path] = set()
-    todo = [Path(model_dir)]
-    while todo:
-        folder = todo.pop(0)
-        if folder in seen or not folder.is_dir():
-            continue
-        seen.add(folder)
-        ext = folder / EXTENSION_JSON
-        if ext.exists():
-            info = json.loads(ext.read_text(encoding="utf-8"))
-            if "base_vocab_size" in info:
-                return int(info["base_vocab_size"])
-        stage = folder / STAGE_JSON
-        if stage.exists():
-            config = json.loads(stage.read_text(encoding="utf-8")).get("config", {})
-            todo += [Path(config[k]) for k in ("tokenizer", "model") if isinstance(config.get(k), str) and config[k]]
+    for info, _ in extension_records(model_dir):
+        if "base_vocab_size" in info:
+            return int(info["base_vocab_size"])
     raise UserError(
         f"train 'new-embeddings' needs {EXTENSION_JSON} with base_vocab_size (from `tokenizer extend`) in the "
         "model folder or a folder its stage.json names",
