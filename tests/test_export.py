@@ -105,6 +105,22 @@ def test_exported_model_agrees_with_transformers_in_llama_cpp(exported):
     assert v["greedy"]["prompts"] == 4 and v["greedy"]["agree"] == 4, v["greedy"]["items"]
 
 
+def test_the_documented_session_api_round_trips_text(exported, llama, hu_texts):
+    """docs/export.md's code API: load_runtime, then LlamaCppModel's tokenize and detokenize agree with the
+    model's own tokenizer (new tokens included) and give the text back."""
+    from langadapt.llamacpp.session import LlamaCppModel, load_runtime
+    from langadapt.models import load_tokenizer
+
+    runtime = load_runtime(llama["llama_lib"], llama_cpp=llama["llama_cpp"])
+    tokenizer = load_tokenizer(exported["model"])
+    text = hu_texts[205][:300]
+    with LlamaCppModel(exported["out"] / "model-f32.gguf", runtime, n_ctx=512, n_threads=1) as llm:
+        ids = llm.tokenize(text, add_special=False)
+        assert ids == tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert any(i >= exported["record"]["conversion"]["base"]["first_new_id"] for i in ids)
+        assert llm.detokenize(ids) == tokenizer.decode(ids) == text
+
+
 def test_new_tokens_reach_the_gguf(exported):
     """Every new id is a normal token of the GGUF (a stale tokenizer.model would make them [PAD])."""
     conv = exported["record"]["conversion"]

@@ -41,8 +41,8 @@ REQUIRED = (
     "llama_backend_init", "llama_model_default_params", "llama_model_load_from_file", "llama_model_free",
     "llama_context_default_params", "llama_init_from_model", "llama_free", "llama_model_get_vocab",
     "llama_vocab_n_tokens", "llama_tokenize", "llama_detokenize", "llama_batch_init", "llama_batch_free",
-    "llama_decode", "llama_get_logits", "llama_get_memory", "llama_memory_clear", "llama_vocab_is_eog",
-    "llama_vocab_bos", "llama_vocab_eos", "llama_log_set",
+    "llama_decode", "llama_get_logits", "llama_get_memory", "llama_memory_clear", "llama_vocab_bos",
+    "llama_vocab_eos", "llama_log_set",
 )  # fmt: skip
 """The C functions this module calls: a library without one of them cannot be used."""
 
@@ -220,10 +220,6 @@ class LlamaCppModel:
             size = -n
         raise RuntimeError("llama_detokenize failed")
 
-    def is_eog(self, token: int) -> bool:
-        """An end-of-generation token (EOS, EOT, ...) by the GGUF's vocabulary."""
-        return bool(self._api.llama_vocab_is_eog(self._vocab, token))
-
     # -------------------------------------------------------------------------------------- forward
 
     def _reset(self) -> None:
@@ -265,10 +261,9 @@ class LlamaCppModel:
         return self._decode(list(ids), 0, all_logits=True)
 
     def generate(self, ids: list[int], max_new_tokens: int, *, banned: Iterable[int] = (),
-                 stop: Callable[[list[int]], bool] | None = None, stop_at_eog: bool = False) -> list[int]:  # fmt: skip
+                 stop: Callable[[list[int]], bool] | None = None) -> list[int]:  # fmt: skip
         """Greedy continuation of ``ids`` (argmax, KV cache), the new ids only. ``banned`` ids are never
-        chosen; it stops after ``max_new_tokens``, when ``stop(new_ids)`` is true, or (``stop_at_eog``) after
-        an end-of-generation token."""
+        chosen; it stops after ``max_new_tokens`` or when ``stop(new_ids)`` is true."""
         import numpy as np
 
         self._reset()
@@ -282,7 +277,7 @@ class LlamaCppModel:
                 logits[banned] = -np.inf
             token = int(np.argmax(logits))
             new.append(token)
-            if (stop is not None and stop(new)) or (stop_at_eog and self.is_eog(token)):
+            if stop is not None and stop(new):
                 break
             if len(new) == max_new_tokens or len(ids) + len(new) >= self.n_ctx:
                 break
