@@ -159,9 +159,7 @@ def openings(docs: list[str], n: int, prompt_words: int, words: int) -> list[tup
     for doc in docs:
         spans = [m.span() for m in _WORD.finditer(doc)]
         if len(spans) > prompt_words:
-            cut = spans[prompt_words - 1][1]
-            end = spans[min(prompt_words + words, len(spans)) - 1][1]
-            out.append((" ".join(doc[a:b] for a, b in spans[:prompt_words]), doc[cut:end] if words else ""))
+            out.append((" ".join(doc[a:b] for a, b in spans[:prompt_words]), first_words(doc, prompt_words, words)))
         if len(out) == n:
             break
     return out
@@ -495,11 +493,14 @@ def evaluate_speed(cfg: SpeedConfig, out: Path) -> dict[str, Any]:
     models = each_model(cfg, "eval speed")
     if cfg.gguf and len(cfg.gguf) != len(models.names):
         raise UserError(f"gguf needs one file per model ({len(models.names)}), not {len(cfg.gguf)}")
-    texts = read_heldout({"target": cfg.target, "english": cfg.english}, MAX_DOCS_READ, cfg.text_field)
-    if not texts:
+    # one read for both uses: the prompts come from the first MAX_DOCS_READ documents, the fertility
+    # beside the speed from the first heldout_docs
+    most = None if cfg.heldout_docs is None else max(MAX_DOCS_READ, cfg.heldout_docs)
+    docs = read_heldout({"target": cfg.target, "english": cfg.english}, most, cfg.text_field)
+    if not docs:
         raise UserError("eval speed needs held-out text (--target and/or --english)")
-    heldout = read_heldout({"target": cfg.target, "english": cfg.english}, cfg.heldout_docs, cfg.text_field)
-    prompts = collect_prompts(cfg, texts)
+    heldout = {c: texts[: cfg.heldout_docs] for c, texts in docs.items()}
+    prompts = collect_prompts(cfg, {c: texts[:MAX_DOCS_READ] for c, texts in docs.items()})
     models.resolve()
     threads = cpu_threads(cfg.threads)
     llama = LlamaCpp(cfg, Path(out))
