@@ -347,12 +347,9 @@ def _merged(parts: Iterable[Counter[str]]) -> Counter[str]:
 
 
 def _merge(counts: Counter[str], part: Counter[str]) -> None:
-    if not counts:  # the first part: dict.update in C
-        counts.update(part)
-        return
-    get = counts.get
-    for unit, n in part.items():
-        counts[unit] = get(unit, 0) + n
+    """One worker's counts into the total (Counter.update of a mapping: dict.update while the total is
+    empty, then one add per unit)."""
+    counts.update(part)
 
 
 def _text_batches(texts: Iterable[str], max_chars: int) -> Iterator[list[str]]:
