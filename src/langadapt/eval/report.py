@@ -125,13 +125,13 @@ def headline(run: Run) -> list[Headline]:
         first, last = bpb["models"][0], bpb["models"][-1]
         pair = f"{first['label']} → {last['label']}"
         for key, name, kind in (("bpb", "bits/byte", "bpb"), ("tokens_per_word", "tokens/word", "tokens_per_word")):
-            for corpus, title in (("target", "target"), ("english", "English")):
+            for corpus, title in md.CORPUS_NAMES.items():
                 if corpus in first:
                     rows.append(Headline(f"{title} {name}", kind, first[corpus][key], last[corpus][key], None,
                                          pair, f["bpb"]))  # fmt: skip
     elif run.get(f["extension"]):
         fert = run.get(f["extension"]).get("fertility", {})
-        for corpus, title in (("target", "target"), ("english", "English")):
+        for corpus, title in md.CORPUS_NAMES.items():
             key = f"{corpus}_heldout" if f"{corpus}_heldout" in fert else corpus  # held-out text first
             if key in fert:
                 rows.append(Headline(f"{title} tokens/word", "tokens_per_word", fert[key]["before"]["tokens_per_word"],
@@ -163,7 +163,7 @@ def speed_headline(results: dict[str, Any] | None, src: str) -> list[Headline]:
         return []
     first, last, rows = models[0], models[-1], []
     for runtime, name in RUNTIMES.items():
-        for corpus, title in (("target", "target"), ("english", "English")):
+        for corpus, title in md.CORPUS_NAMES.items():
             a = (first.get("runtimes") or {}).get(runtime, {}).get(corpus)
             b = (last.get("runtimes") or {}).get(runtime, {}).get(corpus)
             if a and b:
@@ -254,7 +254,7 @@ def metric_rows(metrics: dict[str, Any]) -> tuple[list[str], list[tuple[str, lis
     """(model labels, [(metric name, value per model)]) of an ``eval bpb`` metrics.json."""
     labels = [m["label"] for m in metrics["models"]]
     rows = []
-    for corpus, title in (("target", "target"), ("english", "English")):
+    for corpus, title in md.CORPUS_NAMES.items():
         if corpus not in metrics["models"][0]:
             continue
         for key, name in (("tokens_per_word", "tokens/word"), ("bpb", "bits/byte")):

@@ -10,6 +10,8 @@ import html
 import re
 from typing import Any
 
+CORPUS_NAMES = {"target": "target", "english": "English"}
+"""The held-out corpora of a run, in the order every table shows them, and the word a table prints."""
 DECIMALS = {"bpb": 3, "tokens_per_word": 3, "bytes_per_token": 3, "score": 2, "acc": 3, "rate": 3,
             "loss": 3, "seconds": 1, "per_s": 0, "words_per_s": 1, "ratio": 2, "percent": 3}  # fmt: skip
 """Decimals per kind of number: bits per byte, fertility, chrF/BLEU (0-100), accuracy and rates (0-1),

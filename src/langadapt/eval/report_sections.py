@@ -13,7 +13,6 @@ from langadapt.eval import report_md as md
 from langadapt.eval import report_plots as plots
 from langadapt.eval.speed import RUNTIMES
 
-CORPUS_NAMES = {"target": "target", "english": "English"}
 Plot = Callable[[str, Callable[..., Any], str], str]
 Lines = list[str]
 FERTILITY_TEXTS = (("target", "target, training"), ("target_heldout", "target, held-out"),
@@ -98,7 +97,7 @@ def sweep(result: dict[str, Any] | None, src: str, plot: Plot) -> Lines:
              f"{result.get('heldout_every', 10)}th document, held out from the merge learning; 0 = the base "
              "tokenizer.")  # fmt: skip
     lines = [about, "", *md.table(header, rows), "", md.source(src), ""]
-    names = {"target": "target", "english": "English"}
+    names = md.CORPUS_NAMES
     curves = {names[c]: [r[c]["tokens_per_word"] for r in sized] for c in corpora}
     basis = {names[c]: base[c]["tokens_per_word"] for c in corpora}
     lines.append(plot("sweep.png", partial(plots.sweep, [r["size"] for r in sized], curves, basis,
@@ -115,7 +114,7 @@ def bits_per_byte(metrics: dict[str, Any] | None, src: str, plot: Plot) -> Lines
         return []
     models = metrics["models"]
     corpora = [c for c in ("target", "english") if c in models[0]]
-    names = {"target": "target", "english": "English"}
+    names = md.CORPUS_NAMES
     header = ["model"] + [f"{names[c]} {m}" for c in corpora for m in ("bits/byte", "tokens/word")]
     rows = [[m["label"], *(md.num(m[c][k], kind) for c in corpora
                            for k, kind in (("bpb", "bpb"), ("tokens_per_word", "tokens_per_word")))]
@@ -153,7 +152,7 @@ def _before_and_after(record: dict[str, Any] | None, bpb: dict[str, Any] | None,
     if before is None or after is None:
         return {}
     out = {}
-    for corpus, name in (("target", "target"), ("english", "English")):
+    for corpus, name in md.CORPUS_NAMES.items():
         a, b = (before.get(corpus) or {}).get("bpb"), (after.get(corpus) or {}).get("bpb")
         if a is not None and b is not None:
             out[name] = ([0, last_tokens], [a, b])
@@ -354,7 +353,7 @@ def speed(results: dict[str, Any] | None, src: str, plot: Plot) -> Lines:
         return []
     s = results.get("settings", {})
     by_key = {(c.get("runtime"), c.get("corpus"), c.get("label")): c for c in results.get("comparisons", [])}
-    names = {"target": "target", "english": "English"}
+    names = md.CORPUS_NAMES
     header = ["runtime", "text", "model", "words/s", "tokens/word, held-out", "tokens/word, generated",
               "steps/word", "ratio", "limit", "closeness", "prompts"]  # fmt: skip
     rows, groups, series = [], [], {m["label"]: [] for m in models}
@@ -467,7 +466,7 @@ def _bpb_rows(bpb: Any) -> list[list[str]]:
         result = (f"llama.cpp {md.num(_number(b.get('llama_cpp')), 'bpb')}, transformers "
                   f"{md.num(_number(b.get('transformers')), 'bpb')} ({apart}% apart)")  # fmt: skip
         ok = None if diff is None or tolerance is None else diff <= tolerance
-        rows.append([f"bits per byte, {md.text(CORPUS_NAMES.get(corpus, corpus), 40)}", result,
+        rows.append([f"bits per byte, {md.text(md.CORPUS_NAMES.get(corpus, corpus), 40)}", result,
                      need if required else f"reported ({need} required of f32/f16)", _verdict(ok, required)])  # fmt: skip
     return rows
 
