@@ -64,7 +64,7 @@ def demo(
     dry_run: Annotated[bool, typer.Option(help="Only show which stages would run.")] = False,
     chat: Annotated[bool, typer.Option(help="Then SFT + DPO on demonstration chat data (demo-hu-chat.yaml).")] = False,
     export: Annotated[bool, typer.Option(help="Then the generation speed-up and a GGUF checked in llama.cpp "
-                                              "(demo-hu-export.yaml; ~2 more minutes).")] = False,
+                                              "(demo-hu-export.yaml; ~6 more minutes on 2 cores).")] = False,
 ) -> None:
     """Adapt SmolLM2-135M to Hungarian with the packaged corpus on a CPU, and show what changed."""
     # Each flag is a recipe extending the base demo into the same run folder (finished stages are
